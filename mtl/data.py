@@ -1,0 +1,471 @@
+"""Task data: read a source, make deterministic leak-free splits, encode labels, tokenize, batch.
+
+The flow for one task is ``read_rows`` (source files -> rows per raw split) -> ``make_splits`` (carve
+missing dev/test splits by a hash of normalised text, dedup, cap) -> ``encode_labels`` (class names or
+indices -> int ids, errors name the file and row) -> a ``datasets.Dataset`` per split saved under the
+cache folder, so ``tokenize`` (``Dataset.map``) is cached by ``datasets``' fingerprinting and reused by
+later runs. Batches are padded per batch (``Collator``), not to ``max_length``.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase
+
+from mtl.config import PROJECT_ROOT, SourceConfig, SplitConfig, TaskConfig
+from mtl.types import ABSTAIN
+
+SPLITS = ("train", "dev", "test")
+_WRENCH_FILES = {"train": ["train.json"], "dev": ["valid.json"], "test": ["test.json"]}
+# Bump when the prepared format changes so stale caches are not reused.
+_PREPARE_VERSION = "2"
+
+
+class DataError(ValueError):
+    """Bad task data: the message names the task and the file, field, row or key at fault."""
+
+
+Row = dict[str, Any]
+
+
+@dataclass
+class RawRow:
+    """One source row before label encoding, with where it came from (for error messages)."""
+
+    text: str
+    label: Any
+    file: str
+    line: int
+    extra: dict[str, Any]
+
+
+def as_task_config(cfg: TaskConfig | DictConfig | dict[str, Any]) -> TaskConfig:
+    """Turn a composed ``DictConfig`` (or plain dict) for one task into a typed ``TaskConfig``."""
+    if isinstance(cfg, TaskConfig):
+        return cfg
+    merged = OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg)
+    obj = OmegaConf.to_object(merged)
+    assert isinstance(obj, TaskConfig)
+    return obj
+
+
+def resolve_path(path: str) -> Path:
+    """Resolve a relative path against the working directory, then against the project root."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute() or p.exists():
+        return p
+    alt = PROJECT_ROOT / p
+    return alt if alt.exists() else p
+
+
+def normalise_text(text: str) -> str:
+    """The key used to keep duplicates together: lower case, no URLs, no ``RT @x:``, words only."""
+    t = text.lower()
+    t = re.sub(r"^\s*rt\s+@\w+:?", " ", t)
+    t = re.sub(r"https?://\S+|www\.\S+", " ", t)
+    t = re.sub(r"[^\w@#]+", " ", t)
+    return " ".join(t.split())
+
+
+def _hash_unit(key: str, salt: str) -> float:
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def _files_for(task: str, src: SourceConfig) -> dict[str, list[Path]]:
+    base = resolve_path(src.path)
+    spec = dict(src.files)
+    if not spec:
+        if src.format == "wrench":
+            spec = dict(_WRENCH_FILES)
+        elif base.is_file():
+            spec = {"all": [base.name]}
+            base = base.parent
+        elif not base.exists():
+            raise DataError(f"task {task!r}: data file or folder {str(base)!r} does not exist (source.path)")
+        else:
+            raise DataError(f"task {task!r}: source.path {str(base)!r} is a folder; list its files in source.files")
+    unknown = set(spec) - {*SPLITS, "all"}
+    if unknown:
+        raise DataError(
+            f"task {task!r}: source.files has unknown split(s) {sorted(unknown)}; use train, dev, test or all"
+        )
+    if "all" in spec and len(spec) > 1:
+        raise DataError(f"task {task!r}: source.files cannot mix 'all' with other splits")
+    out: dict[str, list[Path]] = {}
+    for split, patterns in spec.items():
+        paths: list[Path] = []
+        for pattern in patterns:
+            full = base / pattern
+            matches = sorted(glob.glob(str(full)))
+            if not matches:
+                raise DataError(f"task {task!r}: data file {str(full)!r} for split {split!r} does not exist")
+            paths.extend(Path(m) for m in matches)
+        out[split] = paths
+    return out
+
+
+def _read_wrench(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
+    with open(path, encoding=src.encoding) as f:
+        data = json.load(f)
+    for i, (key, obj) in enumerate(data.items()):
+        rec = dict(obj.get("data", {}))
+        rec["label"] = obj.get("label")
+        rec["weak_labels"] = obj.get("weak_labels")
+        rec["id"] = key
+        yield i, rec
+
+
+def _read_jsonl(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
+    with open(path, encoding=src.encoding) as f:
+        for i, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield i, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{i}: not valid JSON ({e})") from e
+
+
+def _read_json(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
+    with open(path, encoding=src.encoding) as f:
+        data = json.load(f)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: format 'json' expects a JSON array of objects; use 'jsonl' or 'wrench'")
+    yield from enumerate(data)
+
+
+def _read_delimited(path: Path, src: SourceConfig, delimiter: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    with open(path, encoding=src.encoding, newline="") as f:
+        if delimiter == "\t":
+            # Plain TSV with no quoting; a record broken by a stray newline (the UCI imdb file has some)
+            # is glued back until it has the expected number of fields.
+            lines = f.read().splitlines()
+            header = lines[0].split("\t") if src.has_header and lines else None
+            body = lines[1:] if header else lines
+            width = len(header) if header else max((len(x.split("\t")) for x in body), default=0)
+            names = header or [str(i) for i in range(width)]
+            buf, start = "", 0
+            for i, line in enumerate(body, start=2 if header else 1):
+                if not buf:
+                    start = i
+                buf = f"{buf} {line}" if buf else line
+                fields = buf.split("\t")
+                if len(fields) >= width:
+                    yield start, dict(zip(names, [x.strip() for x in fields], strict=False))
+                    buf = ""
+            if buf.strip():
+                raise DataError(f"{path}:{start}: record has fewer than {width} tab-separated fields")
+            return
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None) if src.has_header else None
+        for i, rec in enumerate(reader, start=2 if header else 1):
+            if not rec:
+                continue
+            names = header or [str(j) for j in range(len(rec))]
+            yield i, dict(zip(names, rec, strict=False))
+
+
+def _read_file(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
+    readers: dict[str, Callable[[Path, SourceConfig], Iterable[tuple[int, dict[str, Any]]]]] = {
+        "wrench": _read_wrench,
+        "jsonl": _read_jsonl,
+        "json": _read_json,
+        "csv": lambda p, s: _read_delimited(p, s, ","),
+        "tsv": lambda p, s: _read_delimited(p, s, "\t"),
+    }
+    if src.format not in readers:
+        raise DataError(f"unknown source.format {src.format!r}; choose one of {sorted([*readers, 'hub'])}")
+    return readers[src.format](path, src)
+
+
+def read_rows(task: str, src: SourceConfig) -> dict[str, list[RawRow]]:
+    """Read a task's source into raw rows per split (``all`` when the source ships no split)."""
+    if src.format == "hub":
+        return _read_hub(task, src)
+    include = re.compile(src.include_regex, re.IGNORECASE) if src.include_regex else None
+    exclude = re.compile(src.exclude_regex, re.IGNORECASE) if src.exclude_regex else None
+    out: dict[str, list[RawRow]] = {}
+    for split, paths in _files_for(task, src).items():
+        rows: list[RawRow] = []
+        for path in paths:
+            for line, rec in _read_file(path, src):
+                if src.text_field not in rec:
+                    raise DataError(
+                        f"task {task!r}: text field {src.text_field!r} (source.text_field) not found in "
+                        f"{path} row {line}; fields there: {sorted(rec)}"
+                    )
+                if src.label_field not in rec:
+                    raise DataError(
+                        f"task {task!r}: label field {src.label_field!r} (source.label_field) not found in "
+                        f"{path} row {line}; fields there: {sorted(rec)}"
+                    )
+                text = rec[src.text_field]
+                text = "" if text is None else str(text)
+                if include and not include.search(text):
+                    continue
+                if exclude and exclude.search(text):
+                    continue
+                extra = {"weak_labels": rec["weak_labels"]} if rec.get("weak_labels") is not None else {}
+                rows.append(RawRow(text, rec[src.label_field], str(path), line, extra))
+        out[split] = rows
+    return out
+
+
+def _read_hub(task: str, src: SourceConfig) -> dict[str, list[RawRow]]:
+    try:
+        dsd = datasets.load_dataset(src.path, src.hub_name)
+    except Exception as e:  # the Hub or a local script can fail in many ways; name the source
+        raise DataError(f"task {task!r}: could not load {src.path!r} ({src.hub_name}) from the Hub: {e}") from e
+    assert isinstance(dsd, datasets.DatasetDict)
+    mapping = {s: [s] for s in dsd} if not src.files else {k: v for k, v in src.files.items()}
+    out: dict[str, list[RawRow]] = {}
+    for split, names in mapping.items():
+        rows: list[RawRow] = []
+        for name in names:
+            ds = dsd[name]
+            for field_name in (src.text_field, src.label_field):
+                if field_name not in ds.column_names:
+                    raise DataError(f"task {task!r}: field {field_name!r} not in {src.path}[{name}] {ds.column_names}")
+            for i, rec in enumerate(ds):
+                rows.append(RawRow(str(rec[src.text_field]), rec[src.label_field], f"{src.path}[{name}]", i, {}))
+        out[split if split in SPLITS else "all"] = rows
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+def make_splits(task: str, raw: dict[str, list[RawRow]], cfg: SplitConfig, seed: int) -> dict[str, list[RawRow]]:
+    """Carve missing dev/test splits from train/all by text hash, dedup, apply caps.
+
+    The hash is of ``normalise_text(text)``, so exact duplicates and retweets of one text never straddle
+    a split. When the source ships dev or test, train rows whose normalised text also appears there are
+    dropped from train (no leakage), and the shipped splits themselves are kept as published (not
+    deduplicated), so their metrics compare with the literature. ``dedup`` removes exact duplicate
+    texts from train and from carved splits.
+    """
+    if not 0 <= cfg.dev < 1 or not 0 <= cfg.test < 1 or cfg.dev + cfg.test >= 1:
+        raise DataError(f"task {task!r}: split.dev + split.test must be in [0, 1), got {cfg.dev} + {cfg.test}")
+    pool = raw.get("all", raw.get("train", []))
+    splits: dict[str, list[RawRow]] = {s: list(raw.get(s, [])) for s in ("dev", "test")}
+    carve = [s for s in ("dev", "test") if s not in raw]
+    train: list[RawRow] = []
+    bounds = {"dev": cfg.dev if "dev" in carve else 0.0, "test": cfg.test if "test" in carve else 0.0}
+    for row in pool:
+        u = _hash_unit(normalise_text(row.text), cfg.salt)
+        if u < bounds["dev"]:
+            splits["dev"].append(row)
+        elif u < bounds["dev"] + bounds["test"]:
+            splits["test"].append(row)
+        else:
+            train.append(row)
+    held_out = {normalise_text(r.text) for s in ("dev", "test") for r in splits[s]}
+    splits["train"] = [r for r in train if normalise_text(r.text) not in held_out]
+    for split in SPLITS:
+        rows = splits[split]
+        # Shipped dev/test splits stay as published, so metrics compare with the literature.
+        if cfg.dedup and (split == "train" or split in carve):
+            seen: set[str] = set()
+            kept = []
+            for r in rows:
+                if r.text not in seen:
+                    seen.add(r.text)
+                    kept.append(r)
+            rows = kept
+        cap = cfg.max_rows.get(split)
+        if cap is not None and len(rows) > cap:
+            idx = sorted(random.Random(f"{seed}-{split}").sample(range(len(rows)), cap))
+            rows = [rows[i] for i in idx]
+        if not rows:
+            raise DataError(
+                f"task {task!r}: split {split!r} is empty (check source.files, include_regex and split fractions)"
+            )
+        splits[split] = rows
+    unknown = set(cfg.max_rows) - set(SPLITS)
+    if unknown:
+        raise DataError(f"task {task!r}: split.max_rows has unknown split(s) {sorted(unknown)}")
+    return splits
+
+
+def label_index(task: str, label_names: list[str], label_map: dict[str, str]) -> Callable[[RawRow], int]:
+    """Return a function mapping a raw label (class index, class name or ``label_map`` key) to an id."""
+    by_name = {name: i for i, name in enumerate(label_names)}
+
+    def encode(row: RawRow) -> int:
+        raw = row.label
+        key = str(raw).strip() if raw is not None else ""
+        if key in label_map:
+            key = label_map[key]
+        if key in by_name:
+            return by_name[key]
+        if isinstance(raw, bool) or raw is None or key == "":
+            pass
+        else:
+            try:
+                as_int = int(float(key))
+                if float(key) == as_int and 0 <= as_int < len(label_names):
+                    return as_int
+            except ValueError:
+                pass
+        raise DataError(
+            f"task {task!r}: label {raw!r} in {row.file} row {row.line} is not one of the task's "
+            f"label_names {label_names} (nor an index into them, nor a key of source.label_map)"
+        )
+
+    return encode
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def _fingerprint(obj: Any) -> str:
+    data = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else obj
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _source_stamp(task: str, src: SourceConfig) -> list[tuple[str, int, float]]:
+    if src.format == "hub":
+        return []
+    return [
+        (str(p), p.stat().st_size, p.stat().st_mtime)
+        for paths in _files_for(task, src).values()
+        for p in paths
+    ]
+
+
+def load_task_splits(
+    task: str, cfg: TaskConfig, cache_dir: str | Path, seed: int = 0
+) -> datasets.DatasetDict:
+    """Load one task as a ``DatasetDict`` with ``train``, ``dev`` and ``test`` (columns ``text``, ``label``).
+
+    The prepared splits are saved under ``cache_dir`` keyed by the task's source and split config and
+    the source files' sizes and times, so later runs (and ``Dataset.map`` on them) hit the cache.
+    """
+    if len(cfg.label_names) < 2:
+        raise DataError(f"task {task!r}: label_names needs at least two classes, got {cfg.label_names}")
+    key = _fingerprint(
+        {
+            "v": _PREPARE_VERSION,
+            "source": asdict(cfg.source),
+            "split": asdict(cfg.split),
+            "labels": list(cfg.label_names),
+            "seed": seed,
+            "files": _source_stamp(task, cfg.source),
+        }
+    )
+    folder = Path(cache_dir).expanduser() / "prepared" / f"{task}-{key}"
+    if (folder / "dataset_dict.json").exists():
+        return datasets.load_from_disk(str(folder))
+    raw = read_rows(task, cfg.source)
+    splits = make_splits(task, raw, cfg.split, seed)
+    encode = label_index(task, list(cfg.label_names), dict(cfg.source.label_map))
+    dsd = datasets.DatasetDict()
+    for split in SPLITS:
+        rows = splits[split]
+        cols: dict[str, list[Any]] = {"text": [r.text for r in rows], "label": [encode(r) for r in rows]}
+        if all("weak_labels" in r.extra for r in rows):
+            cols["weak_labels"] = [r.extra["weak_labels"] for r in rows]
+        dsd[split] = datasets.Dataset.from_dict(cols)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    dsd.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process prepared it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(folder))
+
+
+def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
+    """Tokenize without padding (batches are padded by ``Collator``); cached by ``datasets``."""
+
+    def fn(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        return dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
+
+    keep = {"label", "label_probs"}
+    remove = [c for c in ds.column_names if c not in keep]
+    return ds.map(fn, batched=True, remove_columns=remove, desc="tokenize")
+
+
+class Collator:
+    """Pad a list of tokenized examples to the longest in the batch; carry hard or soft labels.
+
+    ``labels`` is an int tensor (``ABSTAIN`` = -1 masks a row) or, when examples carry ``label_probs``,
+    a float tensor of class probabilities.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        feats = [{k: v for k, v in e.items() if k not in ("label", "label_probs")} for e in examples]
+        batch = dict(self.tokenizer.pad(feats, return_tensors="pt"))
+        if examples and "label_probs" in examples[0]:
+            batch["labels"] = torch.tensor([e["label_probs"] for e in examples], dtype=torch.float32)
+        elif examples and "label" in examples[0]:
+            batch["labels"] = torch.tensor(
+                [ABSTAIN if e["label"] is None else e["label"] for e in examples], dtype=torch.long
+            )
+        return batch
+
+
+def load_tasks(
+    tasks: dict[str, TaskConfig],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    cache_dir: str | Path,
+    seed: int = 0,
+) -> dict[str, datasets.DatasetDict]:
+    """Load and tokenize every task's splits (both steps cached)."""
+    out = {}
+    for name, cfg in tasks.items():
+        dsd = load_task_splits(name, cfg, cache_dir, seed)
+        out[name] = datasets.DatasetDict({s: tokenize(ds, tokenizer, max_length) for s, ds in dsd.items()})
+    return out
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of similar length, in random order: less padding, same examples per epoch.
+
+    Each pass shuffles the indices (seeded by ``seed`` and the pass number), cuts them into mega-batches
+    of ``batch_size * mega``, sorts each mega-batch by length, slices it into batches and shuffles the
+    batch order. Every process built with the same seed yields the same batches.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, mega: int = 50) -> None:
+        self.lengths, self.batch_size, self.seed, self.mega = lengths, batch_size, seed, mega
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(f"{self.seed}-{self.epoch}")
+        self.epoch += 1
+        idx = list(range(len(self.lengths)))
+        rng.shuffle(idx)
+        size = self.batch_size * self.mega
+        batches = []
+        for start in range(0, len(idx), size):
+            chunk = sorted(idx[start : start + size], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)

@@ -1,0 +1,35 @@
+"""Classification metrics over integer predictions and gold labels (rows with gold ``ABSTAIN`` skipped)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtl.types import ABSTAIN
+
+METRICS = ("accuracy", "f1", "macro_f1")
+
+
+def _f1(pred: np.ndarray, gold: np.ndarray, cls: int) -> float:
+    tp = float(np.sum((pred == cls) & (gold == cls)))
+    fp = float(np.sum((pred == cls) & (gold != cls)))
+    fn = float(np.sum((pred != cls) & (gold == cls)))
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def compute_metrics(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Return accuracy, F1 of class 1 (``f1``, the positive class of a binary task) and macro F1.
+
+    Example:
+        >>> compute_metrics(np.array([1, 0, 1]), np.array([1, 1, 1]), 2)["accuracy"]
+        0.6666666666666666
+    """
+    keep = gold != ABSTAIN
+    pred, gold = pred[keep], gold[keep]
+    if len(gold) == 0:
+        return {"accuracy": float("nan"), "f1": float("nan"), "macro_f1": float("nan"), "n": 0}
+    return {
+        "accuracy": float(np.mean(pred == gold)),
+        "f1": _f1(pred, gold, 1),
+        "macro_f1": float(np.mean([_f1(pred, gold, c) for c in range(num_classes)])),
+        "n": int(len(gold)),
+    }

@@ -1,0 +1,258 @@
+"""The one training loop: plain PyTorch over accelerate's small surface.
+
+Each step draws a task from ``epoch_schedule`` and a batch from that task's loader; the loss of the
+task's head (weighted by the task's ``loss_weight``) is back-propagated through the shared encoder.
+Dev metrics are computed every epoch (or every N steps); the checkpoint with the best mean dev metric
+is kept and reloaded at the end, and training stops early after ``early_stopping_patience`` evaluations
+without improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import hydra
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_scheduler
+
+from mtl.checkpoint import load_checkpoint, save_checkpoint
+from mtl.config import TaskConfig, TrainerConfig
+from mtl.data import Collator, LengthGroupedBatchSampler
+from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
+from mtl.model import MultitaskModel, soft_cross_entropy
+from mtl.sampling import epoch_schedule
+
+
+@dataclass
+class FitResult:
+    """What ``Trainer.fit`` returns: the best dev metrics, where they were saved, and run statistics."""
+
+    best_dev: TaskMetrics
+    best_step: int
+    checkpoint: Path
+    steps: int
+    train_examples: int
+    train_seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.train_examples / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+class MetricsLogger:
+    """Append records to ``metrics.jsonl`` (and TensorBoard when it is installed), main process only."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = folder / "metrics.jsonl"
+        self.tb: Any = None
+        if enabled:
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(folder / "tensorboard"))
+            except ImportError:  # TensorBoard is optional
+                self.tb = None
+
+    def log(self, record: dict[str, Any], step: int, prefix: str = "") -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+        if self.tb is not None:
+            for key, value in _flatten(record).items():
+                if isinstance(value, int | float) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{prefix}{key}", value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class Trainer:
+    """Trains a ``MultitaskModel`` on several tasks at once.
+
+    Args:
+        model: the shared encoder and heads.
+        tokenizer: saved with every checkpoint.
+        tasks: task name to config (metric, loss weight, labels).
+        data: task name to tokenized ``train``/``dev`` (and ``test``) datasets.
+        cfg: the trainer config.
+        output_dir: where ``checkpoint/``, ``metrics.jsonl`` and TensorBoard logs go.
+        max_length: recorded in checkpoints for inference.
+        seed: seeds model init, shuffling and the task schedule.
+        run_config: the resolved run config, saved with checkpoints.
+    """
+
+    def __init__(
+        self,
+        model: MultitaskModel,
+        tokenizer: PreTrainedTokenizerBase,
+        tasks: Mapping[str, TaskConfig],
+        data: Mapping[str, datasets.DatasetDict],
+        cfg: TrainerConfig,
+        output_dir: str | Path,
+        *,
+        max_length: int,
+        seed: int = 42,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.accelerator = Accelerator(
+            gradient_accumulation_plugin=GradientAccumulationPlugin(
+                num_steps=cfg.grad_accum_steps, sync_with_dataloader=False
+            ),
+            # Each step uses one task's head, so the other heads get no gradient in that step.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        self.model, self.tokenizer, self.tasks, self.data = model, tokenizer, dict(tasks), data
+        self.cfg, self.seed, self.max_length = cfg, seed, max_length
+        self.output_dir = Path(output_dir)
+        self.run_config = dict(run_config or {})
+        self.collate = Collator(tokenizer)
+
+    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        if shuffle and self.cfg.group_by_length:
+            lengths = [len(x) for x in ds["input_ids"]]
+            sampler = LengthGroupedBatchSampler(lengths, batch_size, self.seed)
+            return DataLoader(ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.cfg.num_workers)
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            ds, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
+            num_workers=self.cfg.num_workers, generator=gen,
+        )
+
+    def eval_loaders(self, split: str) -> dict[str, DataLoader]:
+        """Prepared loaders of one split for every task."""
+        return {
+            t: self.accelerator.prepare(self._loader(d[split], self.cfg.eval_batch_size, False))
+            for t, d in self.data.items()
+        }
+
+    def fit(self) -> FitResult:
+        """Train, evaluating on dev and keeping the best checkpoint; return the best dev metrics."""
+        cfg, acc = self.cfg, self.accelerator
+        set_seed(self.seed)
+        for task, dsd in self.data.items():
+            for split in ("train", "dev"):
+                if split not in dsd or len(dsd[split]) == 0:
+                    raise ValueError(f"task {task!r}: split {split!r} is empty")
+        optimizer = hydra.utils.instantiate(cfg.optimizer)(self.model.parameters())
+        train = {t: self._loader(d["train"], cfg.batch_size, True) for t, d in self.data.items()}
+        prepared = acc.prepare(self.model, optimizer, *train.values())
+        model, optimizer, train = prepared[0], prepared[1], dict(zip(train, prepared[2:], strict=True))
+        dev = self.eval_loaders("dev")
+        num_batches = {t: len(loader) for t, loader in train.items()}
+        steps_per_epoch = math.ceil(sum(num_batches.values()) / cfg.grad_accum_steps)
+        total = steps_per_epoch * cfg.epochs if cfg.max_steps < 0 else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+        # Stepped by hand on each optimizer step (not prepared), so its length is in optimizer steps
+        # whatever the number of processes.
+        scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
+                                  num_training_steps=total)
+        logger = MetricsLogger(self.output_dir, acc.is_main_process)
+        ckpt = self.output_dir / "checkpoint"
+        iters: dict[str, Iterator[dict[str, torch.Tensor]]] = {}
+
+        def next_batch(task: str) -> dict[str, torch.Tensor]:
+            try:
+                return next(iters[task])
+            except (KeyError, StopIteration):
+                iters[task] = iter(train[task])
+                return next(iters[task])
+
+        best, best_dev, best_step, stale = -math.inf, {}, 0, 0
+        step, examples, train_seconds, running, history = 0, 0, 0.0, [], []
+        bar = tqdm(total=total, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
+        model.train()
+        stop = False
+        tick = time.perf_counter()
+        for epoch in range(cfg.epochs):
+            for task in epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature):
+                batch = next_batch(task)
+                with acc.accumulate(model):
+                    loss = soft_cross_entropy(model(batch, task), batch["labels"]) * self.tasks[task].loss_weight
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                examples += batch["input_ids"].shape[0] * acc.num_processes
+                running.append(float(loss.detach()))
+                if not acc.sync_gradients:
+                    continue
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every_steps == 0 or step == total:
+                    elapsed = train_seconds + time.perf_counter() - tick
+                    rec = {"type": "train", "step": step, "epoch": epoch, "loss": sum(running) / len(running),
+                           "lr": scheduler.get_last_lr()[0], "examples_per_s": examples / max(elapsed, 1e-9)}
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
+                    logger.log(rec, step, "train/")
+                    running = []
+                at_epoch_end = cfg.eval_every_steps <= 0 and step % steps_per_epoch == 0
+                at_eval_step = cfg.eval_every_steps > 0 and step % cfg.eval_every_steps == 0
+                if at_epoch_end or at_eval_step or step == total:
+                    train_seconds += time.perf_counter() - tick
+                    metrics = evaluate_tasks(model, dev, self.tasks, acc)
+                    score = mean_metric(metrics)
+                    rec = {"type": "eval", "split": "dev", "step": step, "epoch": epoch, "mean": score,
+                           "tasks": metrics}
+                    logger.log(rec, step, "dev/")
+                    history.append(rec)
+                    if acc.is_main_process:
+                        bar.write(f"step {step} dev mean {score:.4f}  "
+                                  + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items()))
+                    if score > best:
+                        best, best_dev, best_step, stale = score, metrics, step, 0
+                        self._save(ckpt, {"step": step, "dev": metrics, "dev_mean": score})
+                    else:
+                        stale += 1
+                    tick = time.perf_counter()
+                    if cfg.early_stopping_patience > 0 and stale >= cfg.early_stopping_patience:
+                        stop = True
+                if step >= total or stop:
+                    break
+            if step >= total or stop:
+                break
+        bar.close()
+        logger.close()
+        acc.wait_for_everyone()
+        # Continue from the best weights so that test metrics and later use see the selected model.
+        best_model, _, _, _ = load_checkpoint(ckpt)
+        acc.unwrap_model(model).load_state_dict(best_model.state_dict())
+        return FitResult(best_dev, best_step, ckpt, step, examples, train_seconds, history)
+
+    def _save(self, path: Path, metrics: Mapping[str, Any]) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            save_checkpoint(path, acc.unwrap_model(self.model), self.tokenizer, self.tasks,
+                            max_length=self.max_length, config=self.run_config, metrics=metrics)
+        acc.wait_for_everyone()
+
+    def evaluate(self, split: str) -> TaskMetrics:
+        """Metrics per task on ``split`` with the current weights."""
+        return evaluate_tasks(self.model, self.eval_loaders(split), self.tasks, self.accelerator)

@@ -1,0 +1,82 @@
+"""End to end on real data: mtl-train on youtube + sms, then mtl-eval and mtl-predict on its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel
+
+from mtl.config import PROJECT_ROOT
+
+DATA = PROJECT_ROOT.parent / "shared" / "data"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA / "wrench" / "sms").exists(), reason=f"real data not found at {DATA}"),
+]
+
+
+def _run(cmd: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / cmd
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([str(exe), *args], input=stdin, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    common = [f"cache_dir={cache}"]
+    proc = _run("mtl-train", "tasks=[youtube,sms]", "encoder=tiny", "trainer=debug", "trainer.max_steps=12",
+                "trainer.eval_every_steps=6", f"output_dir={run}", *common)
+    assert "| youtube | accuracy |" in proc.stdout and "| sms | f1 |" in proc.stdout
+    report = json.loads((run / "report.json").read_text())
+    assert report["steps"] == 12
+    # WRENCH ships its splits: dev and test are used as published (120/250 youtube, 500/500 sms).
+    assert report["metrics"]["test"]["youtube"]["n"] == 250 and report["metrics"]["test"]["sms"]["n"] == 500
+    assert report["metrics"]["dev"]["youtube"]["n"] == 120 and report["metrics"]["dev"]["sms"]["n"] == 500
+    for split in ("dev", "test"):
+        for m in report["metrics"][split].values():
+            assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert [e["step"] for e in evals] == [6, 12]
+
+    ckpt = run / "checkpoint"
+    encoder = AutoModel.from_pretrained(ckpt / "encoder")
+    assert encoder.config.hidden_size == 32
+
+    # mtl-eval on the checkpoint reproduces the dev metrics that training selected it by.
+    out = tmp_path / "eval"
+    _run("mtl-eval", f"checkpoint={ckpt}", f"output_dir={out}", *common)
+    ev = json.loads((out / "report.json").read_text())
+    for task in ("youtube", "sms"):
+        for key in ("accuracy", "f1", "macro_f1", "n"):
+            assert ev["metrics"]["dev"][task][key] == pytest.approx(report["metrics"]["dev"][task][key])
+            assert ev["metrics"]["test"][task][key] == pytest.approx(report["metrics"]["test"][task][key])
+
+    texts = ["WINNER!! claim your free prize, call 09061701461", "see you at lunch", '{"text": "subscribe to my channel"}']
+    pred = _run("mtl-predict", f"checkpoint={ckpt}", stdin="\n".join(texts) + "\n")
+    lines = [json.loads(x) for x in pred.stdout.splitlines()]
+    assert [x["text"] for x in lines] == [*texts[:2], "subscribe to my channel"]
+    for line in lines:
+        assert set(line["predictions"]) == {"youtube", "sms"}
+        for p in line["predictions"].values():
+            assert p["label"] in ("ham", "spam")
+            assert sum(p["probs"].values()) == pytest.approx(1.0, abs=1e-4)
+            assert p["label"] == max(p["probs"], key=p["probs"].get)
+
+
+def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "mtl-train"
+    proc = subprocess.run([str(exe), "tasks=[youtube,nosuch]", "encoder=tiny", f"output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "nosuch" in proc.stderr and "youtube" in proc.stderr
+    proc = subprocess.run([str(exe), "tasks=[sms]", "encoder=tiny", "data_root=/nonexistent",
+                           f"output_dir={tmp_path}", f"cache_dir={tmp_path / 'c'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "task 'sms'" in proc.stderr and "/nonexistent/wrench/sms" in proc.stderr

@@ -1,0 +1,127 @@
+"""Reading sources, leak-free splits, label encoding and the errors users see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtl.config import SourceConfig, SplitConfig, TaskConfig
+from mtl.data import DataError, load_task_splits, make_splits, normalise_text, read_rows
+from tests.conftest import write_wrench
+
+
+def _csv_task(path: Path, **source: object) -> TaskConfig:
+    src = SourceConfig(format="csv", path=str(path), text_field="body", label_field="y", **source)  # type: ignore[arg-type]
+    return TaskConfig(label_names=["neg", "pos"], source=src, split=SplitConfig(dev=0.2, test=0.2))
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("body,y\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
+    return path
+
+
+def test_normalise_text_merges_retweets_and_urls() -> None:
+    assert normalise_text("RT @bob: Great flight!! http://t.co/x") == normalise_text("great   flight")
+
+
+def test_splits_are_deterministic_and_keep_duplicates_together(tmp_path: Path) -> None:
+    rows = [(f"text number {i}", "pos" if i % 2 else "neg") for i in range(300)]
+    rows += [("RT @a: text number 7", "pos"), ("text number 7", "pos"), ("TEXT number 7!", "pos")]
+    cfg = _csv_task(_write_csv(tmp_path / "d.csv", rows))
+    a = load_task_splits("t", cfg, tmp_path / "c1")
+    b = load_task_splits("t", cfg, tmp_path / "c2")
+    assert {s: a[s]["text"] for s in a} == {s: b[s]["text"] for s in b}
+    sides = {s for s in a for t in a[s]["text"] if normalise_text(t) == normalise_text("text number 7")}
+    assert len(sides) == 1
+    assert sum(len(a[s]) for s in a) == 303
+    assert 0.1 < len(a["test"]) / 303 < 0.3
+    assert a["train"].features["label"].dtype == "int64"
+
+
+def test_dedup_drops_exact_duplicates_and_train_rows_leaking_into_shipped_test(tmp_path: Path) -> None:
+    folder = write_wrench(tmp_path / "w", {
+        "train": [("a b", 0), ("a b", 0), ("leak", 1), ("c d", 1)],
+        "dev": [("e f", 0), ("g h", 1)],
+        "test": [("leak", 1), ("leak", 1)],
+    })
+    cfg = TaskConfig(label_names=["x", "y"], source=SourceConfig(format="wrench", path=str(folder)))
+    dsd = load_task_splits("w", cfg, tmp_path / "cache")
+    assert dsd["train"]["text"] == ["a b", "c d"]
+    assert dsd["test"]["text"] == ["leak", "leak"]  # shipped evaluation splits stay as published
+    assert dsd["train"]["weak_labels"] == [[0, -1], [1, -1]]
+
+
+def test_max_rows_caps_each_split(tmp_path: Path) -> None:
+    cfg = _csv_task(_write_csv(tmp_path / "d.csv", [(f"row {i}", "pos") for i in range(200)]))
+    cfg.split.max_rows = {"train": 10, "test": 5}
+    dsd = load_task_splits("t", cfg, tmp_path / "cache")
+    assert (len(dsd["train"]), len(dsd["test"])) == (10, 5)
+
+
+def test_include_and_exclude_regex(tmp_path: Path) -> None:
+    rows = [(f"@United flight {i}", "neg") for i in range(50)] + [(f"apple {i}", "pos") for i in range(50)]
+    rows += [("@united apple", "pos")]
+    path = _write_csv(tmp_path / "d.csv", rows)
+    raw = read_rows("t", SourceConfig(format="csv", path=str(path), text_field="body", label_field="y",
+                                      include_regex="@united", exclude_regex="apple"))
+    assert len(raw["all"]) == 50 and all("United" in r.text for r in raw["all"])
+
+
+def test_tsv_glues_records_broken_by_stray_newlines(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    path.write_text("good movie\t1\nthis line was\nbroken in two\t0\nbad\t0\n")
+    raw = read_rows("t", SourceConfig(format="tsv", path=str(path), has_header=False, text_field="0",
+                                      label_field="1"))
+    assert [(r.text, r.label, r.line) for r in raw["all"]] == [
+        ("good movie", "1", 1), ("this line was broken in two", "0", 2), ("bad", "0", 4)]
+
+
+def test_label_outside_label_names_names_file_and_row(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "d.csv", [("fine", "pos"), ("odd", "maybe")])
+    with pytest.raises(DataError, match=r"task 't'.*'maybe'.*d\.csv row 3.*\['neg', 'pos'\]"):
+        load_task_splits("t", _csv_task(path), tmp_path / "cache")
+
+
+def test_index_labels_and_label_map(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "d.csv", [(f"r{i}", str(i % 2)) for i in range(40)] + [("z", "2")])
+    with pytest.raises(DataError, match="label '2'"):
+        load_task_splits("t", _csv_task(path), tmp_path / "c1")
+    cfg = _csv_task(path, label_map={"2": "pos"})
+    dsd = load_task_splits("t", cfg, tmp_path / "c2")
+    assert set(dsd["train"]["label"]) <= {0, 1}
+
+
+def test_missing_file_and_missing_field_are_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"task 't'.*nope\.csv.*does not exist"):
+        load_task_splits("t", _csv_task(tmp_path / "nope.csv"), tmp_path / "c")
+    path = _write_csv(tmp_path / "d.csv", [("a", "pos")])
+    cfg = _csv_task(path)
+    cfg.source.text_field = "content"
+    with pytest.raises(DataError, match=r"text field 'content'.*d\.csv row 2.*\['body', 'y'\]"):
+        load_task_splits("t", cfg, tmp_path / "c")
+
+
+def test_empty_split_is_an_error_naming_the_split(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "d.csv", [("only apples here", "pos")] * 3)
+    cfg = _csv_task(path, include_regex="banana")
+    with pytest.raises(DataError, match="task 't': split 'train' is empty"):
+        load_task_splits("t", cfg, tmp_path / "c")
+
+
+def test_bad_split_fractions() -> None:
+    with pytest.raises(DataError, match=r"split.dev \+ split.test"):
+        make_splits("t", {"all": []}, SplitConfig(dev=0.6, test=0.5), 0)
+
+
+def test_prepared_splits_are_cached(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "d.csv", [(f"row {i}", "pos") for i in range(50)])
+    cfg = _csv_task(path)
+    load_task_splits("t", cfg, tmp_path / "cache")
+    folders = list((tmp_path / "cache" / "prepared").iterdir())
+    assert len(folders) == 1
+    load_task_splits("t", cfg, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "prepared").iterdir()) == folders
+    cfg.split.salt = "other"  # a different split config is a different cache entry
+    load_task_splits("t", cfg, tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "prepared").iterdir())) == 2

@@ -1,0 +1,68 @@
+"""The training loop on a tiny BERT: it learns, it is reproducible, it keeps the best checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtl.config import EncoderConfig, SourceConfig, TaskConfig, TrainerConfig
+from mtl.data import load_tasks
+from mtl.model import ClassificationHead, MultitaskModel, build_encoder
+from mtl.trainer import Trainer
+
+
+def _trainer(enc_dir: Path, spam: Path, out: Path, **overrides: object) -> Trainer:
+    torch.manual_seed(0)
+    enc, tok = build_encoder(EncoderConfig(name_or_path=str(enc_dir)))
+    tasks = {
+        "spam": TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="wrench", path=str(spam))),
+        "spam2": TaskConfig(label_names=["ham", "spam"], loss_weight=0.5,
+                            source=SourceConfig(format="wrench", path=str(spam))),
+    }
+    data = load_tasks(tasks, tok, 32, out / "cache")
+    heads = {t: ClassificationHead(32, 2, c.head) for t, c in tasks.items()}
+    cfg = TrainerConfig(epochs=4, batch_size=8, eval_batch_size=16, log_every_steps=1,
+                        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}, **overrides)  # type: ignore[arg-type]
+    return Trainer(MultitaskModel(enc, heads), tok, tasks, data, cfg, out, max_length=32, seed=0)
+
+
+def test_fit_learns_logs_and_keeps_best(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> None:
+    trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "run")
+    result = trainer.fit()
+    assert result.steps == 4 * 12  # 2 tasks x 48 rows / batch 8, 4 epochs
+    assert result.best_dev["spam"]["accuracy"] >= 0.875
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [12, 24, 36, 48]
+    best_mean = (result.best_dev["spam"]["metric"] + result.best_dev["spam2"]["metric"]) / 2
+    assert max(r["mean"] for r in evals) == pytest.approx(best_mean)
+    losses = [r["loss"] for r in records if r["type"] == "train"]
+    assert sum(losses[-6:]) < sum(losses[:6])
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "metrics.json").read_text())
+    assert saved["step"] == result.best_step
+    # The model left in memory is the best one: evaluating it reproduces the best dev metrics.
+    again = trainer.evaluate("dev")
+    assert again["spam"]["accuracy"] == result.best_dev["spam"]["accuracy"]
+
+
+def test_same_seed_same_run(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        _trainer(tiny_encoder_dir, spam_folder, tmp_path / name, epochs=1, eval_every_steps=0).fit()
+        runs.append([json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+    strip = [[{k: v for k, v in r.items() if k != "examples_per_s"} for r in run] for run in runs]
+    assert strip[0] == strip[1]
+
+
+def test_max_steps_accumulation_and_early_stopping(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> None:
+    result = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", max_steps=5, grad_accum_steps=2).fit()
+    assert result.steps == 5 and result.train_examples == 5 * 2 * 8
+    trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "s", epochs=50, eval_every_steps=1,
+                       early_stopping_patience=2,
+                       optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0})
+    result = trainer.fit()
+    assert result.steps == 3  # lr 0: the first evaluation is never beaten, so it stops after two more
+    assert result.best_step == 1
