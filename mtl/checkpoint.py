@@ -70,8 +70,12 @@ def save_checkpoint(
             "config": asdict(task),
         }
         (tmp / "heads" / f"{name}.json").write_text(json.dumps(meta, indent=2))
-    info = {"format_version": FORMAT_VERSION, "pooling": model.pooling, "max_length": max_length,
-            "tasks": list(model.heads)}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "pooling": model.pooling,
+        "max_length": max_length,
+        "tasks": list(model.heads),
+    }
     (tmp / "model.json").write_text(json.dumps(info, indent=2))
     (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(dict(config or {}))))
     (tmp / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=2, default=float))
@@ -94,7 +98,9 @@ def checkpoint_dir(path: str | Path) -> Path:
         return old
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
-    raise CheckpointError(f"{str(p)!r} is not an mtl checkpoint (no model.json); did you mean a run's checkpoint/?")
+    raise CheckpointError(
+        f"{str(p)!r} is not an mtl checkpoint (no model.json); did you mean a run's checkpoint/?"
+    )
 
 
 def load_checkpoint(
@@ -104,7 +110,9 @@ def load_checkpoint(
     root = checkpoint_dir(path)
     info = json.loads((root / "model.json").read_text())
     if info.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{root}: checkpoint format {info.get('format_version')}, expected {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{root}: checkpoint format {info.get('format_version')}, expected {FORMAT_VERSION}"
+        )
     encoder = AutoModel.from_pretrained(root / "encoder", use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(root / "encoder")
     heads: dict[str, ClassificationHead] = {}
@@ -117,7 +125,9 @@ def load_checkpoint(
                 f"{root}: head {name!r} expects {meta['in_features']} features but the encoder's hidden size "
                 f"is {encoder.config.hidden_size}"
             )
-        head = ClassificationHead(int(meta["in_features"]), len(meta["label_names"]), HeadConfig(**meta["head"]))
+        head = ClassificationHead(
+            int(meta["in_features"]), len(meta["label_names"]), HeadConfig(**meta["head"])
+        )
         state: dict[str, torch.Tensor] = load_file(str(root / "heads" / f"{name}.safetensors"))
         head.load_state_dict(state)
         heads[name], tasks[name] = head, task

@@ -147,7 +147,8 @@ class TrainerConfig:
 
     Attributes:
         optimizer: a ``_partial_`` target called with the parameters.
-        scheduler: a ``transformers.get_scheduler`` name (``linear``, ``cosine``, ``constant_with_warmup``...).
+        scheduler: a ``transformers.get_scheduler`` name (``linear``, ``cosine``,
+            ``constant_with_warmup``...).
         warmup_ratio: fraction of optimizer steps spent warming up.
         sampling: ``proportional`` (tasks drawn by size), ``temperature`` (size ** (1/T)) or ``uniform``
             (round-robin).

@@ -101,7 +101,9 @@ def _files_for(task: str, src: SourceConfig) -> dict[str, list[Path]]:
         elif not base.exists():
             raise DataError(f"task {task!r}: data file or folder {str(base)!r} does not exist (source.path)")
         else:
-            raise DataError(f"task {task!r}: source.path {str(base)!r} is a folder; list its files in source.files")
+            raise DataError(
+                f"task {task!r}: source.path {str(base)!r} is a folder; list its files in source.files"
+            )
     unknown = set(spec) - {*SPLITS, "all"}
     if unknown:
         raise DataError(
@@ -232,7 +234,9 @@ def _read_hub(task: str, src: SourceConfig) -> dict[str, list[RawRow]]:
     try:
         dsd = datasets.load_dataset(src.path, src.hub_name)
     except Exception as e:  # the Hub or a local script can fail in many ways; name the source
-        raise DataError(f"task {task!r}: could not load {src.path!r} ({src.hub_name}) from the Hub: {e}") from e
+        raise DataError(
+            f"task {task!r}: could not load {src.path!r} ({src.hub_name}) from the Hub: {e}"
+        ) from e
     assert isinstance(dsd, datasets.DatasetDict)
     mapping = {s: [s] for s in dsd} if not src.files else {k: v for k, v in src.files.items()}
     out: dict[str, list[RawRow]] = {}
@@ -242,9 +246,13 @@ def _read_hub(task: str, src: SourceConfig) -> dict[str, list[RawRow]]:
             ds = dsd[name]
             for field_name in (src.text_field, src.label_field):
                 if field_name not in ds.column_names:
-                    raise DataError(f"task {task!r}: field {field_name!r} not in {src.path}[{name}] {ds.column_names}")
+                    raise DataError(
+                        f"task {task!r}: field {field_name!r} not in {src.path}[{name}] {ds.column_names}"
+                    )
             for i, rec in enumerate(ds):
-                rows.append(RawRow(str(rec[src.text_field]), rec[src.label_field], f"{src.path}[{name}]", i, {}))
+                rows.append(
+                    RawRow(str(rec[src.text_field]), rec[src.label_field], f"{src.path}[{name}]", i, {})
+                )
         out[split if split in SPLITS else "all"] = rows
     return out
 
@@ -252,7 +260,9 @@ def _read_hub(task: str, src: SourceConfig) -> dict[str, list[RawRow]]:
 # ---------------------------------------------------------------------------------------------- splits
 
 
-def make_splits(task: str, raw: dict[str, list[RawRow]], cfg: SplitConfig, seed: int) -> dict[str, list[RawRow]]:
+def make_splits(
+    task: str, raw: dict[str, list[RawRow]], cfg: SplitConfig, seed: int
+) -> dict[str, list[RawRow]]:
     """Carve missing dev/test splits from train/all by text hash, dedup, apply caps.
 
     The hash is of ``normalise_text(text)``, so exact duplicates and retweets of one text never straddle
@@ -262,7 +272,9 @@ def make_splits(task: str, raw: dict[str, list[RawRow]], cfg: SplitConfig, seed:
     texts from train and from carved splits.
     """
     if not 0 <= cfg.dev < 1 or not 0 <= cfg.test < 1 or cfg.dev + cfg.test >= 1:
-        raise DataError(f"task {task!r}: split.dev + split.test must be in [0, 1), got {cfg.dev} + {cfg.test}")
+        raise DataError(
+            f"task {task!r}: split.dev + split.test must be in [0, 1), got {cfg.dev} + {cfg.test}"
+        )
     pool = raw.get("all", raw.get("train", []))
     splits: dict[str, list[RawRow]] = {s: list(raw.get(s, [])) for s in ("dev", "test")}
     carve = [s for s in ("dev", "test") if s not in raw]
@@ -295,7 +307,8 @@ def make_splits(task: str, raw: dict[str, list[RawRow]], cfg: SplitConfig, seed:
             rows = [rows[i] for i in idx]
         if not rows:
             raise DataError(
-                f"task {task!r}: split {split!r} is empty (check source.files, include_regex and split fractions)"
+                f"task {task!r}: split {split!r} is empty "
+                "(check source.files, include_regex and split fractions)"
             )
         splits[split] = rows
     unknown = set(cfg.max_rows) - set(SPLITS)
@@ -374,12 +387,15 @@ def load_task_splits(
     if (folder / "dataset_dict.json").exists():
         return datasets.load_from_disk(str(folder))
     raw = read_rows(task, cfg.source)
-    splits = make_splits(task, raw, cfg.split, seed)
     encode = label_index(task, list(cfg.label_names), dict(cfg.source.label_map))
+    for rows in raw.values():  # every label is checked, whichever split its row ends up in
+        for r in rows:
+            r.label = encode(r)
+    splits = make_splits(task, raw, cfg.split, seed)
     dsd = datasets.DatasetDict()
     for split in SPLITS:
         rows = splits[split]
-        cols: dict[str, list[Any]] = {"text": [r.text for r in rows], "label": [encode(r) for r in rows]}
+        cols: dict[str, list[Any]] = {"text": [r.text for r in rows], "label": [r.label for r in rows]}
         if all("weak_labels" in r.extra for r in rows):
             cols["weak_labels"] = [r.extra["weak_labels"] for r in rows]
         dsd[split] = datasets.Dataset.from_dict(cols)

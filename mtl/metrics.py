@@ -31,5 +31,5 @@ def compute_metrics(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> dic
         "accuracy": float(np.mean(pred == gold)),
         "f1": _f1(pred, gold, 1),
         "macro_f1": float(np.mean([_f1(pred, gold, c) for c in range(num_classes)])),
-        "n": int(len(gold)),
+        "n": len(gold),
     }

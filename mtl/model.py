@@ -52,7 +52,7 @@ class ClassificationHead(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net(pooled)  # type: ignore[no-any-return]
+        return self.net(pooled)
 
 
 class MultitaskModel(nn.Module):
@@ -64,7 +64,9 @@ class MultitaskModel(nn.Module):
         pooling: ``mean`` over non-padding tokens, or ``cls`` (the first token).
     """
 
-    def __init__(self, encoder: PreTrainedModel, heads: Mapping[str, nn.Module], pooling: str = "mean") -> None:
+    def __init__(
+        self, encoder: PreTrainedModel, heads: Mapping[str, ClassificationHead], pooling: str = "mean"
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -73,6 +75,7 @@ class MultitaskModel(nn.Module):
             raise ValueError(f"task names must be non-empty and contain no '.': {bad}")
         self.encoder = encoder
         self.heads = nn.ModuleDict(dict(heads))
+        self.num_classes = {task: head.num_classes for task, head in heads.items()}
         self.pooling = pooling
 
     @property
@@ -92,7 +95,7 @@ class MultitaskModel(nn.Module):
         """Return the logits (batch x classes) of ``task``'s head."""
         if task not in self.heads:
             raise KeyError(f"no head for task {task!r}; heads: {sorted(self.heads)}")
-        return self.heads[task](self.encode(batch))  # type: ignore[no-any-return]
+        return self.heads[task](self.encode(batch))
 
     def forward_all(self, batch: Mapping[str, torch.Tensor], tasks: list[str]) -> dict[str, torch.Tensor]:
         """One encoder pass, every requested head on it: task name to logits."""
@@ -109,7 +112,9 @@ def soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     logits = logits.float()
     if labels.dtype.is_floating_point:
         if labels.shape != logits.shape:
-            raise ValueError(f"soft labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
+            raise ValueError(
+                f"soft labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}"
+            )
         mask = labels.sum(-1) > 0
         target = labels / labels.sum(-1, keepdim=True).clamp(min=1e-12)
         per_row = -(target * F.log_softmax(logits, -1)).sum(-1)

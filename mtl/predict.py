@@ -38,11 +38,12 @@ def predict(
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = {t: torch.empty(len(texts), model.heads[t].num_classes) for t in names}
+    out = {t: torch.empty(len(texts), model.num_classes[t]) for t in names}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
-                          padding=True, return_tensors="pt").to(device)
+        batch = tokenizer(
+            [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(device)
         for task, logits in model.forward_all(batch, names).items():
             out[task][idx] = logits.float().softmax(-1).cpu()
     model.train(was_training)
@@ -53,12 +54,14 @@ def prediction_records(
     texts: Sequence[str], probs: dict[str, torch.Tensor], tasks: dict[str, TaskConfig]
 ) -> list[dict[str, object]]:
     """JSON-ready records: per text, per task the predicted label name and each class's probability."""
-    records = []
+    records: list[dict[str, object]] = []
     for i, text in enumerate(texts):
         preds: dict[str, object] = {}
         for task, p in probs.items():
             names = tasks[task].label_names
-            preds[task] = {"label": names[int(p[i].argmax())],
-                           "probs": {n: round(float(v), 6) for n, v in zip(names, p[i].tolist(), strict=True)}}
+            preds[task] = {
+                "label": names[int(p[i].argmax())],
+                "probs": {n: round(float(v), 6) for n, v in zip(names, p[i].tolist(), strict=True)},
+            }
         records.append({"text": text, "predictions": preds})
     return records

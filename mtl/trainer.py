@@ -137,11 +137,17 @@ class Trainer:
         if shuffle and self.cfg.group_by_length:
             lengths = [len(x) for x in ds["input_ids"]]
             sampler = LengthGroupedBatchSampler(lengths, batch_size, self.seed)
-            return DataLoader(ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.cfg.num_workers)
+            return DataLoader(
+                ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.cfg.num_workers
+            )
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
-            num_workers=self.cfg.num_workers, generator=gen,
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=self.cfg.num_workers,
+            generator=gen,
         )
 
     def eval_loaders(self, split: str) -> dict[str, DataLoader]:
@@ -166,11 +172,16 @@ class Trainer:
         dev = self.eval_loaders("dev")
         num_batches = {t: len(loader) for t, loader in train.items()}
         steps_per_epoch = math.ceil(sum(num_batches.values()) / cfg.grad_accum_steps)
-        total = steps_per_epoch * cfg.epochs if cfg.max_steps < 0 else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+        total = (
+            steps_per_epoch * cfg.epochs
+            if cfg.max_steps < 0
+            else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+        )
         # Stepped by hand on each optimizer step (not prepared), so its length is in optimizer steps
         # whatever the number of processes.
-        scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
-                                  num_training_steps=total)
+        scheduler = get_scheduler(
+            cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total
+        )
         logger = MetricsLogger(self.output_dir, acc.is_main_process)
         ckpt = self.output_dir / "checkpoint"
         iters: dict[str, Iterator[dict[str, torch.Tensor]]] = {}
@@ -192,7 +203,9 @@ class Trainer:
             for task in epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature):
                 batch = next_batch(task)
                 with acc.accumulate(model):
-                    loss = soft_cross_entropy(model(batch, task), batch["labels"]) * self.tasks[task].loss_weight
+                    loss = (
+                        soft_cross_entropy(model(batch, task), batch["labels"]) * self.tasks[task].loss_weight
+                    )
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -207,8 +220,14 @@ class Trainer:
                 bar.update(1)
                 if step % cfg.log_every_steps == 0 or step == total:
                     elapsed = train_seconds + time.perf_counter() - tick
-                    rec = {"type": "train", "step": step, "epoch": epoch, "loss": sum(running) / len(running),
-                           "lr": scheduler.get_last_lr()[0], "examples_per_s": examples / max(elapsed, 1e-9)}
+                    rec = {
+                        "type": "train",
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": sum(running) / len(running),
+                        "lr": scheduler.get_last_lr()[0],
+                        "examples_per_s": examples / max(elapsed, 1e-9),
+                    }
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
                     logger.log(rec, step, "train/")
                     running = []
@@ -218,13 +237,21 @@ class Trainer:
                     train_seconds += time.perf_counter() - tick
                     metrics = evaluate_tasks(model, dev, self.tasks, acc)
                     score = mean_metric(metrics)
-                    rec = {"type": "eval", "split": "dev", "step": step, "epoch": epoch, "mean": score,
-                           "tasks": metrics}
+                    rec = {
+                        "type": "eval",
+                        "split": "dev",
+                        "step": step,
+                        "epoch": epoch,
+                        "mean": score,
+                        "tasks": metrics,
+                    }
                     logger.log(rec, step, "dev/")
                     history.append(rec)
                     if acc.is_main_process:
-                        bar.write(f"step {step} dev mean {score:.4f}  "
-                                  + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items()))
+                        bar.write(
+                            f"step {step} dev mean {score:.4f}  "
+                            + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items())
+                        )
                     if score > best:
                         best, best_dev, best_step, stale = score, metrics, step, 0
                         self._save(ckpt, {"step": step, "dev": metrics, "dev_mean": score})
@@ -249,8 +276,15 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            save_checkpoint(path, acc.unwrap_model(self.model), self.tokenizer, self.tasks,
-                            max_length=self.max_length, config=self.run_config, metrics=metrics)
+            save_checkpoint(
+                path,
+                acc.unwrap_model(self.model),
+                self.tokenizer,
+                self.tasks,
+                max_length=self.max_length,
+                config=self.run_config,
+                metrics=metrics,
+            )
         acc.wait_for_everyone()
 
     def evaluate(self, split: str) -> TaskMetrics:

@@ -31,12 +31,24 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     fast.save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=fast.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=fast.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -46,7 +58,10 @@ def write_wrench(folder: Path, rows: dict[str, list[tuple[str, int]]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     names = {"train": "train.json", "dev": "valid.json", "test": "test.json"}
     for split, items in rows.items():
-        data = {str(i): {"label": y, "data": {"text": t}, "weak_labels": [y, -1]} for i, (t, y) in enumerate(items)}
+        data = {
+            str(i): {"label": y, "data": {"text": t}, "weak_labels": [y, -1]}
+            for i, (t, y) in enumerate(items)
+        }
         (folder / names[split]).write_text(json.dumps(data))
     return folder
 
@@ -54,8 +69,20 @@ def write_wrench(folder: Path, rows: dict[str, list[tuple[str, int]]]) -> Path:
 @pytest.fixture
 def spam_folder(tmp_path: Path) -> Path:
     """A small, learnable WRENCH-style spam task: spam texts mention cash/channel, ham texts do not."""
-    spam = ["free entry win cash now call", "check out my channel and subscribe", "win cash now", "subscribe to my channel"]
-    ham = ["hello how are you today", "see you at lunch tomorrow", "great video love this song", "thanks for the quick help"]
-    train = [(f"{t} {i}", 1) for i in range(6) for t in spam] + [(f"{t} {i}", 0) for i in range(6) for t in ham]
+    spam = [
+        "free entry win cash now call",
+        "check out my channel and subscribe",
+        "win cash now",
+        "subscribe to my channel",
+    ]
+    ham = [
+        "hello how are you today",
+        "see you at lunch tomorrow",
+        "great video love this song",
+        "thanks for the quick help",
+    ]
+    train = [(f"{t} {i}", 1) for i in range(6) for t in spam] + [
+        (f"{t} {i}", 0) for i in range(6) for t in ham
+    ]
     dev = [(t, 1) for t in spam] + [(t, 0) for t in ham]
     return write_wrench(tmp_path / "spam", {"train": train, "dev": dev, "test": dev})

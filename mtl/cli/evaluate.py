@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from mtl.checkpoint import CheckpointError, load_checkpoint
 from mtl.config import CONF_DIR
 from mtl.data import Collator, load_tasks
-from mtl.evaluate import mean_metric, evaluate_tasks, write_report
+from mtl.evaluate import evaluate_tasks, mean_metric, write_report
 from mtl.runs import task_configs
 
 
@@ -25,16 +25,20 @@ def main(cfg: DictConfig) -> float:
         if name not in saved:
             raise CheckpointError(f"{cfg.checkpoint}: no head for task {name!r}; heads: {sorted(saved)}")
         if list(task.label_names) != list(saved[name].label_names):
-            raise CheckpointError(f"{cfg.checkpoint}: head {name!r} was trained on labels "
-                                  f"{saved[name].label_names}, the task config has {task.label_names}")
+            raise CheckpointError(
+                f"{cfg.checkpoint}: head {name!r} was trained on labels "
+                f"{saved[name].label_names}, the task config has {task.label_names}"
+            )
     data = load_tasks(tasks, tokenizer, int(info["max_length"]), cfg.cache_dir, cfg.seed)
     acc = Accelerator()
     model = acc.prepare(model)
     collate = Collator(tokenizer)
     results = {}
     for split in cfg.splits:
-        loaders = {t: acc.prepare(DataLoader(d[split], batch_size=cfg.batch_size, collate_fn=collate))
-                   for t, d in data.items()}
+        loaders = {
+            t: acc.prepare(DataLoader(d[split], batch_size=cfg.batch_size, collate_fn=collate))
+            for t, d in data.items()
+        }
         results[split] = evaluate_tasks(model, loaders, tasks, acc)
     if acc.is_main_process:
         extra = {"checkpoint": str(Path(cfg.checkpoint).resolve())}

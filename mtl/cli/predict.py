@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from mtl.checkpoint import load_checkpoint
 from mtl.config import CONF_DIR
-from mtl.predict import prediction_records, predict
+from mtl.predict import predict, prediction_records
 
 
 def read_texts(source: str, text_field: str) -> list[str]:
@@ -29,7 +29,9 @@ def read_texts(source: str, text_field: str) -> list[str]:
                 obj = None
             if isinstance(obj, dict):
                 if text_field not in obj:
-                    raise SystemExit(f"{source}:{n}: JSON line has no field {text_field!r} (set text_field=...)")
+                    raise SystemExit(
+                        f"{source}:{n}: JSON line has no field {text_field!r} (set text_field=...)"
+                    )
                 texts.append(str(obj[text_field]))
                 continue
         texts.append(line)
@@ -40,8 +42,14 @@ def read_texts(source: str, text_field: str) -> list[str]:
 def main(cfg: DictConfig) -> None:
     model, tokenizer, tasks, info = load_checkpoint(cfg.checkpoint)
     texts = read_texts(cfg.input, cfg.text_field)
-    probs = predict(model, tokenizer, texts, list(cfg.tasks) or None,
-                    batch_size=cfg.batch_size, max_length=int(info["max_length"]))
+    probs = predict(
+        model,
+        tokenizer,
+        texts,
+        list(cfg.tasks) or None,
+        batch_size=cfg.batch_size,
+        max_length=int(info["max_length"]),
+    )
     lines = [json.dumps(r, ensure_ascii=False) for r in prediction_records(texts, probs, tasks)]
     text = "\n".join(lines) + ("\n" if lines else "")
     if cfg.output == "-":

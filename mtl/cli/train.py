@@ -32,8 +32,17 @@ def main(cfg: DictConfig) -> float:
     hidden = int(encoder.config.hidden_size)
     heads = {t: ClassificationHead(hidden, len(c.label_names), c.head) for t, c in tasks.items()}
     model = MultitaskModel(encoder, heads, pooling=enc_cfg.pooling)
-    trainer = Trainer(model, tokenizer, tasks, data, trainer_cfg, cfg.output_dir,
-                      max_length=enc_cfg.max_length, seed=cfg.seed, run_config=resolved(cfg))
+    trainer = Trainer(
+        model,
+        tokenizer,
+        tasks,
+        data,
+        trainer_cfg,
+        cfg.output_dir,
+        max_length=enc_cfg.max_length,
+        seed=cfg.seed,
+        run_config=resolved(cfg),
+    )
     fit = trainer.fit()
     test = trainer.evaluate("test")
     if trainer.accelerator.is_main_process:
@@ -46,7 +55,9 @@ def main(cfg: DictConfig) -> float:
             "wall_seconds": round(time.perf_counter() - start, 1),
             "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
         }
-        table = write_report(cfg.output_dir, {"dev": fit.best_dev, "test": test}, tasks, extra, "mtl-train report")
+        table = write_report(
+            cfg.output_dir, {"dev": fit.best_dev, "test": test}, tasks, extra, "mtl-train report"
+        )
         print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
     return mean_metric(fit.best_dev)
 

@@ -23,7 +23,9 @@ pytestmark = [
 def _run(cmd: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / cmd
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([str(exe), *args], input=stdin, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [str(exe), *args], input=stdin, capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -31,8 +33,16 @@ def _run(cmd: str, *args: str, stdin: str | None = None) -> subprocess.Completed
 def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
     run, cache = tmp_path / "run", tmp_path / "cache"
     common = [f"cache_dir={cache}"]
-    proc = _run("mtl-train", "tasks=[youtube,sms]", "encoder=tiny", "trainer=debug", "trainer.max_steps=12",
-                "trainer.eval_every_steps=6", f"output_dir={run}", *common)
+    proc = _run(
+        "mtl-train",
+        "tasks=[youtube,sms]",
+        "encoder=tiny",
+        "trainer=debug",
+        "trainer.max_steps=12",
+        "trainer.eval_every_steps=6",
+        f"output_dir={run}",
+        *common,
+    )
     assert "| youtube | accuracy |" in proc.stdout and "| sms | f1 |" in proc.stdout
     report = json.loads((run / "report.json").read_text())
     assert report["steps"] == 12
@@ -58,7 +68,11 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
             assert ev["metrics"]["dev"][task][key] == pytest.approx(report["metrics"]["dev"][task][key])
             assert ev["metrics"]["test"][task][key] == pytest.approx(report["metrics"]["test"][task][key])
 
-    texts = ["WINNER!! claim your free prize, call 09061701461", "see you at lunch", '{"text": "subscribe to my channel"}']
+    texts = [
+        "WINNER!! claim your free prize, call 09061701461",
+        "see you at lunch",
+        '{"text": "subscribe to my channel"}',
+    ]
     pred = _run("mtl-predict", f"checkpoint={ckpt}", stdin="\n".join(texts) + "\n")
     lines = [json.loads(x) for x in pred.stdout.splitlines()]
     assert [x["text"] for x in lines] == [*texts[:2], "subscribe to my channel"]
@@ -72,11 +86,25 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
 
 def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "mtl-train"
-    proc = subprocess.run([str(exe), "tasks=[youtube,nosuch]", "encoder=tiny", f"output_dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "nosuch" in proc.stderr and "youtube" in proc.stderr
-    proc = subprocess.run([str(exe), "tasks=[sms]", "encoder=tiny", "data_root=/nonexistent",
-                           f"output_dir={tmp_path}", f"cache_dir={tmp_path / 'c'}"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(exe), "tasks=[youtube,nosuch]", "encoder=tiny", f"output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "Could not load 'tasks/nosuch'" in proc.stderr
+    proc = subprocess.run(
+        [
+            str(exe),
+            "tasks=[sms]",
+            "encoder=tiny",
+            "data_root=/nonexistent",
+            f"output_dir={tmp_path}",
+            f"cache_dir={tmp_path / 'c'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "task 'sms'" in proc.stderr and "/nonexistent/wrench/sms" in proc.stderr

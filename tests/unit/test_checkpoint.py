@@ -15,8 +15,12 @@ from mtl.model import ClassificationHead, MultitaskModel, build_encoder
 
 TASKS = {
     "spam": TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="wrench", path="/x")),
-    "topic": TaskConfig(label_names=["a", "b", "c"], metric="macro_f1", head=HeadConfig(hidden_size=8),
-                        source=SourceConfig(format="csv", path="/y.csv")),
+    "topic": TaskConfig(
+        label_names=["a", "b", "c"],
+        metric="macro_f1",
+        head=HeadConfig(hidden_size=8),
+        source=SourceConfig(format="csv", path="/y.csv"),
+    ),
 }
 
 
@@ -30,7 +34,9 @@ def model_and_tok(tiny_encoder_dir: Path):  # type: ignore[no-untyped-def]
 
 def test_round_trip_gives_identical_outputs(model_and_tok, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, tok = model_and_tok
-    save_checkpoint(tmp_path / "ck", model, tok, TASKS, max_length=48, config={"seed": 3}, metrics={"dev": 0.5})
+    save_checkpoint(
+        tmp_path / "ck", model, tok, TASKS, max_length=48, config={"seed": 3}, metrics={"dev": 0.5}
+    )
     loaded, tok2, tasks, info = load_checkpoint(tmp_path / "ck")
     batch = tok(["win cash now", "hello"], padding=True, return_tensors="pt")
     for task in TASKS:
@@ -50,7 +56,11 @@ def test_encoder_loads_with_plain_automodel_and_nothing_is_pickled(model_and_tok
     files = {p.suffix for p in (tmp_path / "ck").rglob("*") if p.is_file()}
     assert not files & {".bin", ".pt", ".pkl", ".pickle"}
     assert sorted(p.name for p in (tmp_path / "ck" / "heads").iterdir()) == [
-        "spam.json", "spam.safetensors", "topic.json", "topic.safetensors"]
+        "spam.json",
+        "spam.safetensors",
+        "topic.json",
+        "topic.safetensors",
+    ]
 
 
 def test_crash_mid_save_leaves_previous_checkpoint(model_and_tok, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

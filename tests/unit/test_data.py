@@ -34,17 +34,20 @@ def test_splits_are_deterministic_and_keep_duplicates_together(tmp_path: Path) -
     assert {s: a[s]["text"] for s in a} == {s: b[s]["text"] for s in b}
     sides = {s for s in a for t in a[s]["text"] if normalise_text(t) == normalise_text("text number 7")}
     assert len(sides) == 1
-    assert sum(len(a[s]) for s in a) == 303
+    assert sum(len(a[s]) for s in a) == 302  # the exact duplicate of 'text number 7' is dropped
     assert 0.1 < len(a["test"]) / 303 < 0.3
     assert a["train"].features["label"].dtype == "int64"
 
 
 def test_dedup_drops_exact_duplicates_and_train_rows_leaking_into_shipped_test(tmp_path: Path) -> None:
-    folder = write_wrench(tmp_path / "w", {
-        "train": [("a b", 0), ("a b", 0), ("leak", 1), ("c d", 1)],
-        "dev": [("e f", 0), ("g h", 1)],
-        "test": [("leak", 1), ("leak", 1)],
-    })
+    folder = write_wrench(
+        tmp_path / "w",
+        {
+            "train": [("a b", 0), ("a b", 0), ("leak", 1), ("c d", 1)],
+            "dev": [("e f", 0), ("g h", 1)],
+            "test": [("leak", 1), ("leak", 1)],
+        },
+    )
     cfg = TaskConfig(label_names=["x", "y"], source=SourceConfig(format="wrench", path=str(folder)))
     dsd = load_task_splits("w", cfg, tmp_path / "cache")
     assert dsd["train"]["text"] == ["a b", "c d"]
@@ -63,18 +66,31 @@ def test_include_and_exclude_regex(tmp_path: Path) -> None:
     rows = [(f"@United flight {i}", "neg") for i in range(50)] + [(f"apple {i}", "pos") for i in range(50)]
     rows += [("@united apple", "pos")]
     path = _write_csv(tmp_path / "d.csv", rows)
-    raw = read_rows("t", SourceConfig(format="csv", path=str(path), text_field="body", label_field="y",
-                                      include_regex="@united", exclude_regex="apple"))
+    raw = read_rows(
+        "t",
+        SourceConfig(
+            format="csv",
+            path=str(path),
+            text_field="body",
+            label_field="y",
+            include_regex="@united",
+            exclude_regex="apple",
+        ),
+    )
     assert len(raw["all"]) == 50 and all("United" in r.text for r in raw["all"])
 
 
 def test_tsv_glues_records_broken_by_stray_newlines(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("good movie\t1\nthis line was\nbroken in two\t0\nbad\t0\n")
-    raw = read_rows("t", SourceConfig(format="tsv", path=str(path), has_header=False, text_field="0",
-                                      label_field="1"))
+    raw = read_rows(
+        "t", SourceConfig(format="tsv", path=str(path), has_header=False, text_field="0", label_field="1")
+    )
     assert [(r.text, r.label, r.line) for r in raw["all"]] == [
-        ("good movie", "1", 1), ("this line was broken in two", "0", 2), ("bad", "0", 4)]
+        ("good movie", "1", 1),
+        ("this line was broken in two", "0", 2),
+        ("bad", "0", 4),
+    ]
 
 
 def test_label_outside_label_names_names_file_and_row(tmp_path: Path) -> None:

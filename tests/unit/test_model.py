@@ -17,7 +17,10 @@ from mtl.types import ABSTAIN
 def model_and_tok(tiny_encoder_dir: Path):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
-    heads = {"a": ClassificationHead(32, 2, HeadConfig()), "b": ClassificationHead(32, 3, HeadConfig(hidden_size=8))}
+    heads = {
+        "a": ClassificationHead(32, 2, HeadConfig()),
+        "b": ClassificationHead(32, 3, HeadConfig(hidden_size=8)),
+    }
     return MultitaskModel(enc, heads).eval(), tok
 
 
@@ -48,9 +51,17 @@ def test_cls_pooling_takes_first_token(model_and_tok) -> None:  # type: ignore[n
 
 
 def test_random_init_encoder_uses_tokenizer_vocab(tiny_encoder_dir: Path) -> None:
-    enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir),
-                                           random_init={"hidden_size": 16, "num_hidden_layers": 1,
-                                                        "num_attention_heads": 2, "intermediate_size": 32}))
+    enc, tok = build_encoder(
+        EncoderConfig(
+            name_or_path=str(tiny_encoder_dir),
+            random_init={
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+            },
+        )
+    )
     assert enc.config.hidden_size == 16 and enc.config.vocab_size == tok.vocab_size
     with pytest.raises(ValueError, match="pooling"):
         build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir), pooling="max"))

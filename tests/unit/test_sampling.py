@@ -35,7 +35,7 @@ def test_uniform_is_round_robin() -> None:
 
 
 def test_bad_strategy_and_temperature() -> None:
-    with pytest.raises(ValueError, match="trainer.sampling"):
+    with pytest.raises(ValueError, match=r"trainer\.sampling"):
         epoch_schedule(SIZES, "random", seed=0, epoch=0)
     with pytest.raises(ValueError, match="temperature"):
         task_weights(SIZES, "temperature", temperature=0.0)

@@ -19,13 +19,20 @@ def _trainer(enc_dir: Path, spam: Path, out: Path, **overrides: object) -> Train
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(enc_dir)))
     tasks = {
         "spam": TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="wrench", path=str(spam))),
-        "spam2": TaskConfig(label_names=["ham", "spam"], loss_weight=0.5,
-                            source=SourceConfig(format="wrench", path=str(spam))),
+        "spam2": TaskConfig(
+            label_names=["ham", "spam"], loss_weight=0.5, source=SourceConfig(format="wrench", path=str(spam))
+        ),
     }
     data = load_tasks(tasks, tok, 32, out / "cache")
     heads = {t: ClassificationHead(32, 2, c.head) for t, c in tasks.items()}
-    cfg = TrainerConfig(epochs=4, batch_size=8, eval_batch_size=16, log_every_steps=1,
-                        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}, **overrides)  # type: ignore[arg-type]
+    settings: dict[str, object] = {
+        "epochs": 4,
+        "batch_size": 8,
+        "eval_batch_size": 16,
+        "log_every_steps": 1,
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
+    }
+    cfg = TrainerConfig(**{**settings, **overrides})  # type: ignore[arg-type]
     return Trainer(MultitaskModel(enc, heads), tok, tasks, data, cfg, out, max_length=32, seed=0)
 
 
@@ -57,12 +64,20 @@ def test_same_seed_same_run(tiny_encoder_dir: Path, spam_folder: Path, tmp_path:
     assert strip[0] == strip[1]
 
 
-def test_max_steps_accumulation_and_early_stopping(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> None:
+def test_max_steps_accumulation_and_early_stopping(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
     result = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", max_steps=5, grad_accum_steps=2).fit()
     assert result.steps == 5 and result.train_examples == 5 * 2 * 8
-    trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "s", epochs=50, eval_every_steps=1,
-                       early_stopping_patience=2,
-                       optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0})
+    trainer = _trainer(
+        tiny_encoder_dir,
+        spam_folder,
+        tmp_path / "s",
+        epochs=50,
+        eval_every_steps=1,
+        early_stopping_patience=2,
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0},
+    )
     result = trainer.fit()
     assert result.steps == 3  # lr 0: the first evaluation is never beaten, so it stops after two more
     assert result.best_step == 1
