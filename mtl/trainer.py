@@ -252,7 +252,7 @@ class Trainer:
                             f"step {step} dev mean {score:.4f}  "
                             + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items())
                         )
-                    if score > best:
+                    if score > best or not best_dev:  # the first evaluation is kept even if NaN
                         best, best_dev, best_step, stale = score, metrics, step, 0
                         self._save(ckpt, {"step": step, "dev": metrics, "dev_mean": score})
                     else:

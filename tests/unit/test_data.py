@@ -141,3 +141,36 @@ def test_prepared_splits_are_cached(tmp_path: Path) -> None:
     cfg.split.salt = "other"  # a different split config is a different cache entry
     load_task_splits("t", cfg, tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "prepared").iterdir())) == 2
+
+
+def test_hub_format_reads_a_local_datasets_folder(tmp_path: Path) -> None:
+    """``format: hub`` goes through ``datasets.load_dataset``; a local folder exercises it offline."""
+    folder = tmp_path / "hubby"
+    folder.mkdir()
+    (folder / "train.csv").write_text("sentence,label\n" + "".join(f"s{i},{i % 2}\n" for i in range(30)))
+    (folder / "test.csv").write_text("sentence,label\nt0,0\nt1,1\n")
+    src = SourceConfig(format="hub", path=str(folder), text_field="sentence")
+    cfg = TaskConfig(label_names=["neg", "pos"], source=src, split=SplitConfig(dev=0.3, test=0.0))
+    dsd = load_task_splits("h", cfg, tmp_path / "cache")
+    assert list(dsd["test"]["text"]) == ["t0", "t1"]
+    assert len(dsd["train"]) + len(dsd["dev"]) == 30 and len(dsd["dev"]) > 0
+    src.text_field = "text"
+    with pytest.raises(DataError, match=r"field 'text' not in .*hubby\[train\]"):
+        load_task_splits("h", cfg, tmp_path / "cache2")
+
+
+def test_tokenization_is_cached_by_datasets(tmp_path: Path, tiny_encoder_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from mtl.data import Collator, tokenize
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    cfg = _csv_task(_write_csv(tmp_path / "d.csv", [(f"win cash now {i}", "pos") for i in range(40)]))
+    train = load_task_splits("t", cfg, tmp_path / "cache")["train"]
+    first = tokenize(train, tok, 16)
+    second = tokenize(train, tok, 16)
+    assert first.cache_files and first.cache_files == second.cache_files
+    assert tokenize(train, tok, 8).cache_files != first.cache_files  # other settings, other cache
+    assert first.column_names == ["label", "input_ids", "token_type_ids", "attention_mask"]
+    batch = Collator(tok)([first[0], first[1]])
+    assert batch["input_ids"].shape[0] == 2 and batch["labels"].tolist() == [1, 1]
