@@ -193,8 +193,10 @@ class Trainer:
                 iters[task] = iter(train[task])
                 return next(iters[task])
 
-        best, best_dev, best_step, stale = -math.inf, {}, 0, 0
-        step, examples, train_seconds, running, history = 0, 0, 0.0, [], []
+        best_dev: TaskMetrics = {}
+        history: list[dict[str, Any]] = []
+        running: list[float] = []
+        best, best_step, stale, step, examples, train_seconds = -math.inf, 0, 0, 0, 0, 0.0
         bar = tqdm(total=total, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
         model.train()
         stop = False
