@@ -51,6 +51,23 @@ class FitResult:
         return self.train_examples / self.train_seconds if self.train_seconds > 0 else float("nan")
 
 
+@dataclass
+class _LoopState:
+    """The training loop's bookkeeping."""
+
+    step: int = 0
+    examples: int = 0
+    train_seconds: float = 0.0
+    tick: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    best: float = -math.inf
+    best_dev: TaskMetrics = field(default_factory=dict)
+    best_step: int = 0
+    stale: int = 0
+    last_eval: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 class MetricsLogger:
     """Append records to ``metrics.jsonl`` (and TensorBoard when it is installed), main process only."""
 
@@ -171,12 +188,10 @@ class Trainer:
         model, optimizer, train = prepared[0], prepared[1], dict(zip(train, prepared[2:], strict=True))
         dev = self.eval_loaders("dev")
         num_batches = {t: len(loader) for t, loader in train.items()}
-        steps_per_epoch = math.ceil(sum(num_batches.values()) / cfg.grad_accum_steps)
-        total = (
-            steps_per_epoch * cfg.epochs
-            if cfg.max_steps < 0
-            else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-        )
+        # Optimizer steps in the run; with accumulation, a partial group carries over into the next epoch.
+        total = sum(num_batches.values()) * cfg.epochs // cfg.grad_accum_steps
+        if cfg.max_steps >= 0:
+            total = min(total, cfg.max_steps)
         # Stepped by hand on each optimizer step (not prepared), so its length is in optimizer steps
         # whatever the number of processes.
         scheduler = get_scheduler(
@@ -185,6 +200,8 @@ class Trainer:
         logger = MetricsLogger(self.output_dir, acc.is_main_process)
         ckpt = self.output_dir / "checkpoint"
         iters: dict[str, Iterator[dict[str, torch.Tensor]]] = {}
+        bar = tqdm(total=total, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
+        state = _LoopState()
 
         def next_batch(task: str) -> dict[str, torch.Tensor]:
             try:
@@ -193,86 +210,96 @@ class Trainer:
                 iters[task] = iter(train[task])
                 return next(iters[task])
 
-        best_dev: TaskMetrics = {}
-        history: list[dict[str, Any]] = []
-        running: list[float] = []
-        best, best_step, stale, step, examples, train_seconds = -math.inf, 0, 0, 0, 0, 0.0
-        bar = tqdm(total=total, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
+        def evaluate_and_select(epoch: int) -> None:
+            """Dev metrics now; save if best; count evaluations without improvement."""
+            state.train_seconds += time.perf_counter() - state.tick
+            metrics = evaluate_tasks(model, dev, self.tasks, acc)
+            score = mean_metric(metrics)
+            rec = {
+                "type": "eval",
+                "split": "dev",
+                "step": state.step,
+                "epoch": epoch,
+                "mean": score,
+                "tasks": metrics,
+            }
+            logger.log(rec, state.step, "dev/")
+            state.history.append(rec)
+            state.last_eval = state.step
+            if acc.is_main_process:
+                bar.write(
+                    f"step {state.step} dev mean {score:.4f}  "
+                    + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items())
+                )
+            if score > state.best or not state.best_dev:  # the first evaluation is kept even if NaN
+                state.best, state.best_dev, state.best_step, state.stale = score, metrics, state.step, 0
+                self._save(ckpt, {"step": state.step, "dev": metrics, "dev_mean": score})
+            else:
+                state.stale += 1
+            state.tick = time.perf_counter()
+
+        def finished() -> bool:
+            patience = cfg.early_stopping_patience
+            return state.step >= total or (patience > 0 and state.stale >= patience)
+
         model.train()
-        stop = False
-        tick = time.perf_counter()
+        state.tick = time.perf_counter()
         for epoch in range(cfg.epochs):
             for task in epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature):
                 batch = next_batch(task)
                 with acc.accumulate(model):
-                    loss = (
-                        soft_cross_entropy(model(batch, task), batch["labels"]) * self.tasks[task].loss_weight
-                    )
-                    acc.backward(loss)
+                    loss = soft_cross_entropy(model(batch, task), batch["labels"])
+                    acc.backward(loss * self.tasks[task].loss_weight)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
-                examples += batch["input_ids"].shape[0] * acc.num_processes
-                running.append(float(loss.detach()))
+                state.examples += batch["input_ids"].shape[0] * acc.num_processes
+                state.losses.append(float(loss.detach()))
                 if not acc.sync_gradients:
                     continue
                 scheduler.step()
-                step += 1
+                state.step += 1
                 bar.update(1)
-                if step % cfg.log_every_steps == 0 or step == total:
-                    elapsed = train_seconds + time.perf_counter() - tick
+                if state.step % cfg.log_every_steps == 0 or state.step == total:
+                    elapsed = state.train_seconds + time.perf_counter() - state.tick
                     rec = {
                         "type": "train",
-                        "step": step,
+                        "step": state.step,
                         "epoch": epoch,
-                        "loss": sum(running) / len(running),
+                        "loss": sum(state.losses) / len(state.losses),
                         "lr": scheduler.get_last_lr()[0],
-                        "examples_per_s": examples / max(elapsed, 1e-9),
+                        "examples_per_s": state.examples / max(elapsed, 1e-9),
                     }
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
-                    logger.log(rec, step, "train/")
-                    running = []
-                at_epoch_end = cfg.eval_every_steps <= 0 and step % steps_per_epoch == 0
-                at_eval_step = cfg.eval_every_steps > 0 and step % cfg.eval_every_steps == 0
-                if at_epoch_end or at_eval_step or step == total:
-                    train_seconds += time.perf_counter() - tick
-                    metrics = evaluate_tasks(model, dev, self.tasks, acc)
-                    score = mean_metric(metrics)
-                    rec = {
-                        "type": "eval",
-                        "split": "dev",
-                        "step": step,
-                        "epoch": epoch,
-                        "mean": score,
-                        "tasks": metrics,
-                    }
-                    logger.log(rec, step, "dev/")
-                    history.append(rec)
-                    if acc.is_main_process:
-                        bar.write(
-                            f"step {step} dev mean {score:.4f}  "
-                            + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items())
-                        )
-                    if score > best or not best_dev:  # the first evaluation is kept even if NaN
-                        best, best_dev, best_step, stale = score, metrics, step, 0
-                        self._save(ckpt, {"step": step, "dev": metrics, "dev_mean": score})
-                    else:
-                        stale += 1
-                    tick = time.perf_counter()
-                    if cfg.early_stopping_patience > 0 and stale >= cfg.early_stopping_patience:
-                        stop = True
-                if step >= total or stop:
+                    logger.log(rec, state.step, "train/")
+                    state.losses = []
+                every = cfg.eval_every_steps
+                if (every > 0 and state.step % every == 0) or state.step == total:
+                    evaluate_and_select(epoch)
+                if finished():
                     break
-            if step >= total or stop:
+            if finished():
                 break
+            if cfg.eval_every_steps <= 0 and state.last_eval != state.step:
+                evaluate_and_select(epoch)
+                if finished():
+                    break
         bar.close()
         logger.close()
         acc.wait_for_everyone()
         # Continue from the best weights so that test metrics and later use see the selected model.
         best_model, _, _, _ = load_checkpoint(ckpt)
         acc.unwrap_model(model).load_state_dict(best_model.state_dict())
-        return FitResult(best_dev, best_step, ckpt, step, examples, train_seconds, history)
+        return FitResult(
+            state.best_dev,
+            state.best_step,
+            ckpt,
+            state.step,
+            state.examples,
+            state.train_seconds,
+            state.history,
+        )
 
     def _save(self, path: Path, metrics: Mapping[str, Any]) -> None:
         acc = self.accelerator

@@ -81,3 +81,13 @@ def test_max_steps_accumulation_and_early_stopping(
     result = trainer.fit()
     assert result.steps == 3  # lr 0: the first evaluation is never beaten, so it stops after two more
     assert result.best_step == 1
+
+
+def test_epoch_end_evaluation_with_accumulation(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    """12 batches per epoch in groups of 5: 2 optimizer steps in epoch 1 (2 batches carry over), 4 in all."""
+    result = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", epochs=2, grad_accum_steps=5).fit()
+    assert result.steps == 4
+    assert [r["step"] for r in result.history] == [2, 4]
+    assert [r["epoch"] for r in result.history] == [0, 1]
