@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import hydra
+from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from mtl.config import CONF_DIR, EncoderConfig, TrainerConfig
@@ -22,6 +23,7 @@ log = logging.getLogger("mtl.train")
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
+    set_seed(cfg.seed)  # before any weights are made: heads (and random encoders) start from the seed
     tasks = task_configs(cfg)
     enc_cfg: EncoderConfig = OmegaConf.to_object(cfg.encoder)  # type: ignore[assignment]
     trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]

@@ -54,6 +54,18 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
             assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert [e["step"] for e in evals] == [6, 12]
+    # Same seed, same numbers: heads, shuffling and task order all start from `seed`.
+    _run(
+        "mtl-train",
+        "tasks=[youtube,sms]",
+        "encoder=tiny",
+        "trainer=debug",
+        "trainer.max_steps=12",
+        "trainer.eval_every_steps=6",
+        f"output_dir={tmp_path / 'again'}",
+        *common,
+    )
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["metrics"] == report["metrics"]
 
     ckpt = run / "checkpoint"
     encoder = AutoModel.from_pretrained(ckpt / "encoder")
