@@ -33,11 +33,12 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from mtl.config import HeadConfig, TaskConfig
 from mtl.data import as_task_config
 from mtl.model import ClassificationHead, MultitaskModel
+from mtl.types import MtlError
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MtlError):
     """A checkpoint folder that is missing, foreign or inconsistent; the message names the path."""
 
 
@@ -79,6 +80,11 @@ def save_checkpoint(
     (tmp / "model.json").write_text(json.dumps(info, indent=2))
     (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(dict(config or {}))))
     (tmp / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=2, default=float))
+    # Some writers create files 0600; a checkpoint is meant to be shared like any other output.
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in tmp.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
     old = path.with_name(f"{path.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():

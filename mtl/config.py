@@ -91,14 +91,15 @@ class SplitConfig:
         test: fraction of rows for ``test`` when the source has no test split.
         salt: mixed into the hash; change it to draw a different split.
         dedup: drop exact duplicate texts inside each split (keeps the first).
-        max_rows: split name to a cap on its rows (a seeded random subset), for sizing runs.
+        max_rows: split name to a cap on its rows (a seeded random subset), for sizing runs; ``null``
+            lifts a cap set elsewhere.
     """
 
     dev: float = 0.1
     test: float = 0.1
     salt: str = "mtl"
     dedup: bool = True
-    max_rows: dict[str, int] = field(default_factory=dict)
+    max_rows: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -208,12 +209,15 @@ class EvalConfig:
 
 @dataclass
 class PredictConfig:
-    """Root config of ``mtl-predict``: texts in, one JSON line of predictions per text out."""
+    """Root config of ``mtl-predict``: texts in, one JSON line of predictions per text out.
+
+    ``heads`` selects some of the checkpoint's task heads (all when empty).
+    """
 
     checkpoint: str = MISSING
     input: str = "-"
     output: str = "-"
-    tasks: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)
     batch_size: int = 64
     text_field: str = "text"
 

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from mtl.config import PROJECT_ROOT, SourceConfig, SplitConfig, TaskConfig
-from mtl.types import ABSTAIN
+from mtl.metrics import METRICS
+from mtl.types import ABSTAIN, MtlError
 
 SPLITS = ("train", "dev", "test")
 _WRENCH_FILES = {"train": ["train.json"], "dev": ["valid.json"], "test": ["test.json"]}
@@ -35,7 +36,7 @@ _WRENCH_FILES = {"train": ["train.json"], "dev": ["valid.json"], "test": ["test.
 _PREPARE_VERSION = "2"
 
 
-class DataError(ValueError):
+class DataError(MtlError):
     """Bad task data: the message names the task and the file, field, row or key at fault."""
 
 
@@ -61,6 +62,19 @@ def as_task_config(cfg: TaskConfig | DictConfig | dict[str, Any]) -> TaskConfig:
     obj = OmegaConf.to_object(merged)
     assert isinstance(obj, TaskConfig)
     return obj
+
+
+def validate_task(task: str, cfg: TaskConfig) -> None:
+    """Check what the schema cannot: classes, metric and head options that make sense together."""
+    names = list(cfg.label_names)
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise DataError(f"task {task!r}: label_names needs at least two distinct classes, got {names}")
+    if cfg.metric not in METRICS:
+        raise DataError(f"task {task!r}: metric {cfg.metric!r} is not one of {list(METRICS)}")
+    if cfg.metric == "f1" and len(names) != 2:
+        raise DataError(f"task {task!r}: metric 'f1' (of class 1) is for binary tasks; use macro_f1")
+    if not 0 <= cfg.head.dropout < 1 or cfg.head.hidden_size < 0:
+        raise DataError(f"task {task!r}: head.dropout must be in [0, 1) and head.hidden_size >= 0")
 
 
 def resolve_path(path: str) -> Path:
@@ -371,8 +385,7 @@ def load_task_splits(
     The prepared splits are saved under ``cache_dir`` keyed by the task's source and split config and
     the source files' sizes and times, so later runs (and ``Dataset.map`` on them) hit the cache.
     """
-    if len(cfg.label_names) < 2:
-        raise DataError(f"task {task!r}: label_names needs at least two classes, got {cfg.label_names}")
+    validate_task(task, cfg)
     key = _fingerprint(
         {
             "v": _PREPARE_VERSION,

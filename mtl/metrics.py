@@ -7,6 +7,7 @@ import numpy as np
 from mtl.types import ABSTAIN
 
 METRICS = ("accuracy", "f1", "macro_f1")
+"""Metric names a task may select; ``f1`` (of class 1) only for binary tasks."""
 
 
 def _f1(pred: np.ndarray, gold: np.ndarray, cls: int) -> float:
@@ -17,7 +18,7 @@ def _f1(pred: np.ndarray, gold: np.ndarray, cls: int) -> float:
 
 
 def compute_metrics(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Return accuracy, F1 of class 1 (``f1``, the positive class of a binary task) and macro F1.
+    """Return accuracy, macro F1 and, for binary tasks only, ``f1``: the F1 of class 1 (the positive class).
 
     Example:
         >>> compute_metrics(np.array([1, 0, 1]), np.array([1, 1, 1]), 2)["accuracy"]
@@ -26,10 +27,11 @@ def compute_metrics(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> dic
     keep = gold != ABSTAIN
     pred, gold = pred[keep], gold[keep]
     if len(gold) == 0:
-        return {"accuracy": float("nan"), "f1": float("nan"), "macro_f1": float("nan"), "n": 0}
-    return {
+        empty: dict[str, float] = {"accuracy": float("nan"), "macro_f1": float("nan"), "n": 0}
+        return empty | ({"f1": float("nan")} if num_classes == 2 else {})
+    out: dict[str, float] = {
         "accuracy": float(np.mean(pred == gold)),
-        "f1": _f1(pred, gold, 1),
         "macro_f1": float(np.mean([_f1(pred, gold, c) for c in range(num_classes)])),
         "n": len(gold),
     }
+    return out | ({"f1": _f1(pred, gold, 1)} if num_classes == 2 else {})

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from mtl.checkpoint import CheckpointError, load_checkpoint
+from mtl.cli import user_errors
 from mtl.config import CONF_DIR
 from mtl.data import Collator, load_tasks
 from mtl.evaluate import evaluate_tasks, mean_metric, write_report
@@ -17,6 +18,7 @@ from mtl.runs import task_configs
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="eval")
+@user_errors
 def main(cfg: DictConfig) -> float:
     model, tokenizer, saved, info = load_checkpoint(cfg.checkpoint)
     # Without tasks=[...], evaluate the checkpoint's own tasks with the data config they were trained on.

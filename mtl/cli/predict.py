@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mtl.checkpoint import load_checkpoint
+from mtl.cli import user_errors
 from mtl.config import CONF_DIR
 from mtl.predict import predict, prediction_records
 
@@ -39,6 +40,7 @@ def read_texts(source: str, text_field: str) -> list[str]:
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="predict")
+@user_errors
 def main(cfg: DictConfig) -> None:
     model, tokenizer, tasks, info = load_checkpoint(cfg.checkpoint)
     texts = read_texts(cfg.input, cfg.text_field)
@@ -46,7 +48,7 @@ def main(cfg: DictConfig) -> None:
         model,
         tokenizer,
         texts,
-        list(cfg.tasks) or None,
+        list(cfg.heads) or None,
         batch_size=cfg.batch_size,
         max_length=int(info["max_length"]),
     )

@@ -10,6 +10,7 @@ import hydra
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
+from mtl.cli import user_errors
 from mtl.config import CONF_DIR, EncoderConfig, TrainerConfig
 from mtl.data import load_tasks
 from mtl.evaluate import mean_metric, write_report
@@ -21,6 +22,7 @@ log = logging.getLogger("mtl.train")
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
+@user_errors
 def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
     set_seed(cfg.seed)  # before any weights are made: heads (and random encoders) start from the seed

@@ -85,6 +85,8 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
         "see you at lunch",
         '{"text": "subscribe to my channel"}',
     ]
+    only = _run("mtl-predict", f"checkpoint={ckpt}", "heads=[sms]", stdin="see you\n")
+    assert set(json.loads(only.stdout)["predictions"]) == {"sms"}
     pred = _run("mtl-predict", f"checkpoint={ckpt}", stdin="\n".join(texts) + "\n")
     lines = [json.loads(x) for x in pred.stdout.splitlines()]
     assert [x["text"] for x in lines] == [*texts[:2], "subscribe to my channel"]
@@ -118,5 +120,7 @@ def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    assert proc.returncode != 0
-    assert "task 'sms'" in proc.stderr and "/nonexistent/wrench/sms" in proc.stderr
+    # A user error is one line naming the task and the path, not a traceback.
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: task 'sms': data file")
+    assert "/nonexistent/wrench/sms" in proc.stderr and "Traceback" not in proc.stderr

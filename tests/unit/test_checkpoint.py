@@ -53,6 +53,8 @@ def test_encoder_loads_with_plain_automodel_and_nothing_is_pickled(model_and_tok
     enc = AutoModel.from_pretrained(tmp_path / "ck" / "encoder")
     batch = tok(["hello"], return_tensors="pt")
     torch.testing.assert_close(enc(**batch).last_hidden_state, model.encoder(**batch).last_hidden_state)
+    for f in (tmp_path / "ck").rglob("*"):  # readable by others, like any output (umask 022 here)
+        assert f.stat().st_mode & 0o044 == 0o044, f
     files = {p.suffix for p in (tmp_path / "ck").rglob("*") if p.is_file()}
     assert not files & {".bin", ".pt", ".pkl", ".pickle"}
     assert sorted(p.name for p in (tmp_path / "ck" / "heads").iterdir()) == [

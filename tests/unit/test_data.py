@@ -174,3 +174,22 @@ def test_tokenization_is_cached_by_datasets(tmp_path: Path, tiny_encoder_dir: Pa
     assert first.column_names == ["label", "input_ids", "token_type_ids", "attention_mask"]
     batch = Collator(tok)([first[0], first[1]])
     assert batch["input_ids"].shape[0] == 2 and batch["labels"].tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"metric": "acc"}, "metric 'acc' is not one of"),
+        ({"label_names": ["a", "b", "c"], "metric": "f1"}, "metric 'f1' .* is for binary tasks"),
+        ({"label_names": ["a", "a"]}, "label_names needs at least two distinct classes"),
+        ({"label_names": ["only"]}, "label_names needs at least two distinct classes"),
+    ],
+)
+def test_task_config_is_checked_before_any_work(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    cfg = _csv_task(tmp_path / "never_read.csv")
+    for key, value in change.items():
+        setattr(cfg, key, value)
+    with pytest.raises(DataError, match=f"task 't': {message}"):
+        load_task_splits("t", cfg, tmp_path / "c")

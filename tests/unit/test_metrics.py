@@ -14,9 +14,11 @@ def test_known_values() -> None:
     gold = np.array([1, 0, 0, 1, 2])
     m = compute_metrics(pred, gold, 3)
     assert m["accuracy"] == pytest.approx(0.6)
-    assert m["f1"] == pytest.approx(0.5)  # class 1: tp 1, fp 1, fn 1
     assert m["macro_f1"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
     assert m["n"] == 5
+    assert "f1" not in m  # F1 of class 1 means something only for a binary task
+    binary = compute_metrics(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]), 2)
+    assert binary["f1"] == pytest.approx(0.5)  # class 1: tp 1, fp 1, fn 1
 
 
 def test_abstained_gold_is_skipped_and_empty_is_nan() -> None:
