@@ -111,8 +111,43 @@ class HeadConfig:
 
 
 @dataclass
+class WeakConfig:
+    """Weak supervision for a task's training split (used when ``labels: weak``).
+
+    Attributes:
+        lfs: labeling functions, as ``path/to/file.py:NAME`` (a list of LFs) or ``module:NAME``.
+        weak_labels_field: a column of precomputed votes (WRENCH's ``weak_labels``); used alone or
+            beside ``lfs`` (its columns come first).
+        label_model: ``auto`` (pick on dev gold among majority vote and Dawid-Skene variants),
+            ``majority_vote`` or ``dawid_skene``.
+        abstain_as_vote: for ``dawid_skene``: whether an LF's abstaining is evidence.
+        class_balance: for ``dawid_skene``: ``uniform``, ``estimate`` or ``dev``.
+        uncovered: rows no LF votes on: ``drop`` them from training, or keep them (``prior``) with the
+            label model's class prior at weight ``uncovered_weight``.
+        uncovered_weight: loss weight of an uncovered row under ``prior``.
+        num_proc: processes applying the LFs.
+        fault_tolerant: an LF that raises on a row abstains there (counted per LF) instead of stopping.
+    """
+
+    lfs: str | None = None
+    weak_labels_field: str | None = None
+    label_model: str = "auto"
+    abstain_as_vote: bool = True
+    class_balance: str = "uniform"
+    uncovered: str = "drop"
+    uncovered_weight: float = 0.1
+    num_proc: int = 1
+    fault_tolerant: bool = False
+
+
+@dataclass
 class TaskConfig:
-    """One task: its data, classes, metric and head. The task's name is its key under ``tasks``."""
+    """One task: its data, classes, metric and head. The task's name is its key under ``tasks``.
+
+    ``labels`` is where the training labels come from: ``gold`` (the source's label field), ``weak``
+    (LFs and a label model, see ``weak``; dev and test keep gold), or the path of a ``train_probs.npy``
+    written by ``mtl-label`` (rows of class probabilities aligned with the train split).
+    """
 
     label_names: list[str] = MISSING
     metric: str = "accuracy"
@@ -120,6 +155,8 @@ class TaskConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     loss_weight: float = 1.0
+    labels: str = "gold"
+    weak: WeakConfig = field(default_factory=WeakConfig)
 
 
 @dataclass
@@ -208,6 +245,17 @@ class EvalConfig:
 
 
 @dataclass
+class LabelConfig:
+    """Root config of ``mtl-label``: apply each task's LFs, analyse them, fit and pick a label model."""
+
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    seed: int = 42
+    data_root: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
 class PredictConfig:
     """Root config of ``mtl-predict``: texts in, one JSON line of predictions per text out.
 
@@ -223,12 +271,13 @@ class PredictConfig:
 
 
 def register_configs() -> None:
-    """Register the resolvers and the root schemas (``train_schema``, ``eval_schema``, ``predict_schema``)."""
+    """Register the resolvers and the root schemas of the commands (``train_schema``, ``label_schema``...)."""
     _register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="label_schema", node=LabelConfig)
 
 
 register_configs()

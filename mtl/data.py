@@ -13,6 +13,7 @@ import csv
 import glob
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -73,6 +74,14 @@ def validate_task(task: str, cfg: TaskConfig) -> None:
         raise DataError(f"task {task!r}: metric {cfg.metric!r} is not one of {list(METRICS)}")
     if cfg.metric == "f1" and len(names) != 2:
         raise DataError(f"task {task!r}: metric 'f1' (of class 1) is for binary tasks; use macro_f1")
+    if (
+        cfg.labels not in ("gold", "weak")
+        and not cfg.labels.endswith(".npy")
+        and not Path(cfg.labels).is_dir()
+    ):
+        raise DataError(
+            f"task {task!r}: labels must be gold, weak, or a train_probs.npy path, got {cfg.labels!r}"
+        )
     if not 0 <= cfg.head.dropout < 1 or cfg.head.hidden_size < 0:
         raise DataError(f"task {task!r}: head.dropout must be in [0, 1) and head.hidden_size >= 0")
 
@@ -467,8 +476,37 @@ def load_tasks(
     out = {}
     for name, cfg in tasks.items():
         dsd = load_task_splits(name, cfg, cache_dir, seed)
+        if cfg.labels != "gold":
+            dsd["train"] = training_targets(name, cfg, dsd, cache_dir)
         out[name] = datasets.DatasetDict({s: tokenize(ds, tokenizer, max_length) for s, ds in dsd.items()})
     return out
+
+
+def training_targets(
+    name: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir: str | Path
+) -> datasets.Dataset:
+    """The train split with ``label_probs`` from weak supervision or a saved file (dev/test keep gold)."""
+    from mtl.weak.pipeline import attach_probs, load_label_probs, weak_label
+
+    k = len(cfg.label_names)
+    if cfg.labels == "weak":
+        wl = weak_label(name, cfg, dsd, cache_dir)
+        probs, s = wl.train_probs, wl.summary
+        logging.getLogger("mtl.data").info(
+            "task %s: weak labels from %s; train coverage %.3f; dev %s %.4f (label model alone); %s",
+            name,
+            s["label_model"],
+            s["train"]["coverage"],
+            cfg.metric,
+            s["dev"][f"{cfg.metric}_all_rows"],
+            wl.folder,
+        )
+    else:
+        probs = load_label_probs(name, resolve_path(cfg.labels), len(dsd["train"]), k)
+    train = attach_probs(dsd["train"], probs)
+    if len(train) == 0:
+        raise DataError(f"task {name!r}: no training row has a weak label (check the LFs' coverage)")
+    return train
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):

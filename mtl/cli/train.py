@@ -58,6 +58,7 @@ def main(cfg: DictConfig) -> float:
             "train_examples_per_s": round(fit.examples_per_second, 2),
             "wall_seconds": round(time.perf_counter() - start, 1),
             "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
+            "train_labels": {t: c.labels for t, c in tasks.items()},
         }
         table = write_report(
             cfg.output_dir, {"dev": fit.best_dev, "test": test}, tasks, extra, "mtl-train report"

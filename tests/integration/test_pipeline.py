@@ -124,3 +124,39 @@ def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: task 'sms': data file")
     assert "/nonexistent/wrench/sms" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_label_then_train_on_weak_labels(tmp_path: Path) -> None:
+    """mtl-label on the real WRENCH sets, then mtl-train reuses its cached weak labels."""
+    cache = tmp_path / "cache"
+    _run("mtl-label", "tasks=[youtube,sms,trec]", f"cache_dir={cache}", f"output_dir={tmp_path / 'label'}")
+    summary = {
+        t: json.loads((tmp_path / "label" / t / "summary.json").read_text())
+        for t in ("youtube", "sms", "trec")
+    }
+    # Label-model test metrics (fit without gold; dev gold only picks the variant). For reference, on these
+    # copies snorkel 0.10.0's LabelModel scores 0.839 (youtube, published LFs) and 0.570 (trec).
+    assert summary["trec"]["test"]["accuracy_all_rows"] > 0.62
+    assert summary["youtube"]["test"]["accuracy_all_rows"] > 0.88  # published + tasks/spam.py LFs
+    assert summary["sms"]["test"]["f1_all_rows"] > 0.75
+    assert summary["youtube"]["lf_names"][:10] == [f"weak_labels[{j}]" for j in range(10)]
+    assert "my_channel" in summary["youtube"]["lf_names"]
+    analysis = (tmp_path / "label" / "sms" / "lf_analysis.csv").read_text().splitlines()
+    assert analysis[0].startswith("lf,polarity,coverage,overlaps,conflicts") and len(analysis) == 1 + 82 + 1
+
+    run = tmp_path / "run"
+    _run(
+        "mtl-train",
+        "experiment=spam_weak",
+        "encoder=tiny",
+        "trainer=debug",
+        f"output_dir={run}",
+        f"cache_dir={cache}",
+    )
+    report = json.loads((run / "report.json").read_text())
+    assert report["train_labels"] == {"youtube": "weak", "sms": "weak"}
+    covered = {
+        t: round(summary[t]["train"]["coverage"] * summary[t]["train"]["rows"]) for t in ("youtube", "sms")
+    }
+    assert {t: report["sizes"][t]["train"] for t in covered} == covered  # uncovered rows dropped
+    assert report["metrics"]["test"]["sms"]["n"] == 500  # evaluation stays on gold

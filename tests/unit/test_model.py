@@ -99,3 +99,12 @@ def test_all_abstain_batch_gives_zero_loss_not_nan() -> None:
     loss.backward()
     with pytest.raises(ValueError, match="do not match"):
         soft_cross_entropy(logits, torch.ones(2, 3))
+
+
+def test_soft_row_weight_scales_its_loss() -> None:
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    full = soft_cross_entropy(logits, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    light = soft_cross_entropy(logits, torch.tensor([[1.0, 0.0], [0.0, 0.1]]))  # second row at weight 0.1
+    ce = F.cross_entropy(logits, torch.tensor([0, 1]), reduction="none")
+    assert full.item() == pytest.approx(ce.mean().item())
+    assert light.item() == pytest.approx(((ce[0] + 0.1 * ce[1]) / 2).item())

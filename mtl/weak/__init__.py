@@ -1,0 +1,65 @@
+"""Weak supervision: labeling functions, applying them, LF analysis and label models.
+
+Example:
+    >>> from mtl.weak import ABSTAIN, labeling_function, apply_lfs, LabelModel
+"""
+
+from mtl.types import ABSTAIN
+from mtl.weak.analysis import format_summary, lf_summary, write_summary
+from mtl.weak.apply import (
+    LFApplicationError,
+    LFOutput,
+    apply_lfs,
+    from_sparse,
+    label_matrix_from_column,
+    to_sparse,
+)
+from mtl.weak.label_model import (
+    LabelModel,
+    MajorityVote,
+    load_label_model,
+    select_label_model,
+)
+from mtl.weak.lf import (
+    BatchLabelingFunction,
+    LabelingFunction,
+    Preprocessor,
+    checkpoint_lf,
+    keyword_lf,
+    labeling_function,
+    lexicon_lf,
+    lexicon_preprocessor,
+    load_object,
+    model_lf,
+    preprocessor,
+    regex_lf,
+)
+
+__all__ = [
+    "ABSTAIN",
+    "BatchLabelingFunction",
+    "LFApplicationError",
+    "LFOutput",
+    "LabelModel",
+    "LabelingFunction",
+    "MajorityVote",
+    "Preprocessor",
+    "apply_lfs",
+    "checkpoint_lf",
+    "format_summary",
+    "from_sparse",
+    "keyword_lf",
+    "label_matrix_from_column",
+    "labeling_function",
+    "lexicon_lf",
+    "lexicon_preprocessor",
+    "lf_summary",
+    "load_label_model",
+    "load_object",
+    "model_lf",
+    "preprocessor",
+    "regex_lf",
+    "select_label_model",
+    "to_sparse",
+    "write_summary",
+]

@@ -1,0 +1,327 @@
+"""Label models: turn a label matrix L (n x m, ``ABSTAIN`` = -1) into class probabilities without gold.
+
+Two models behind one small interface (``fit``, ``predict_proba``, ``predict``, ``save``/``load``):
+
+* ``MajorityVote``: each covered row gets the vote shares of its LFs (vectorised, no fitting).
+* ``LabelModel``: a Dawid-Skene generative model fit by EM. Each LF j has a confusion matrix
+  ``theta_j[v, y] = P(LF j outputs v | true class y)``, so accuracies are learned *per class* (an LF can be
+  precise on spam and useless on ham), for any number of classes and LFs. Optionally the abstain is one
+  of the outputs (``abstain_as_vote=True``): then *whether* an LF fires is evidence too, which is what
+  makes unipolar LFs (each voting one class only, as in most real LF sets) identifiable; with
+  ``abstain_as_vote=False`` abstains are treated as missing at random, the classic Dawid-Skene model.
+
+Why Dawid-Skene EM rather than Snorkel's matrix-completion model: its E- and M-steps are closed form
+(no learning rate, no epochs to tune; it converges in tens of iterations), its memory is O(n x k) for
+the posteriors plus the int16 L matrix (Snorkel's holds an n x (m*k) float64 one-hot matrix), and with
+Dirichlet smoothing towards "better than chance" it does not collapse on small or sparse sets. Its weak
+spot, like every generative label model, is that the best variant (abstains informative or not, class
+balance) depends on how the LFs were written; ``select_label_model`` picks among the variants and
+majority vote by the metric on a small dev set with gold labels, which real projects have anyway.
+
+Class balance (``class_balance``): ``"estimate"`` (learned by EM, with a Dirichlet prior), ``"uniform"``,
+a list of probabilities, or set from dev labels with ``LabelModel.fit(..., dev_labels=...)`` when
+``class_balance="dev"``.
+
+Example:
+    >>> import numpy as np
+    >>> L = np.array([[0, 0, -1], [1, 1, 1], [0, -1, 1], [-1, -1, -1]])
+    >>> lm = LabelModel(cardinality=2).fit(L)
+    >>> lm.predict_proba(L).shape
+    (4, 2)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mtl.types import ABSTAIN, MtlError
+
+_CHUNK = 1 << 16  # rows per E-step block: bounds memory at CHUNK x m x k floats
+
+
+class LabelModelProtocol(Protocol):
+    """What training needs from a label model."""
+
+    cardinality: int
+
+    def fit(
+        self, L: np.ndarray, dev_labels: np.ndarray | None = None, L_dev: np.ndarray | None = None
+    ) -> Any: ...
+
+    def predict_proba(self, L: np.ndarray) -> np.ndarray: ...
+
+
+def check_label_matrix(L: np.ndarray, cardinality: int, name: str = "L") -> np.ndarray:
+    """Validate an (n x m) label matrix and return it as int16; errors name the bad value's place."""
+    L = np.asarray(L)
+    if L.ndim != 2:
+        raise MtlError(f"{name} must be 2-D (rows x LFs), got shape {L.shape}")
+    if L.size and (L.min() < ABSTAIN or L.max() >= cardinality):
+        bad = np.argwhere((cardinality <= L) | (L < ABSTAIN))[0]
+        raise MtlError(
+            f"{name}[{bad[0]}, {bad[1]}] = {L[bad[0], bad[1]]} is neither ABSTAIN (-1) nor a class in "
+            f"0..{cardinality - 1}"
+        )
+    return L.astype(np.int16, copy=False)
+
+
+def vote_counts(L: np.ndarray, cardinality: int) -> np.ndarray:
+    """(n x k) number of LFs voting each class per row."""
+    return np.stack([np.equal(L, c).sum(1) for c in range(cardinality)], axis=1).astype(np.float64)
+
+
+@dataclass
+class MajorityVote:
+    """Vote shares per row; rows with no vote get ``class_balance`` (uniform by default).
+
+    Ties keep equal probabilities (``predict`` then takes the lowest class index among the tied).
+    """
+
+    cardinality: int
+    class_balance: Sequence[float] | None = None
+
+    def fit(
+        self, L: np.ndarray, dev_labels: np.ndarray | None = None, L_dev: np.ndarray | None = None
+    ) -> MajorityVote:
+        check_label_matrix(L, self.cardinality)
+        return self
+
+    def predict_proba(self, L: np.ndarray) -> np.ndarray:
+        counts = vote_counts(check_label_matrix(L, self.cardinality), self.cardinality)
+        total = counts.sum(1, keepdims=True)
+        prior = np.asarray(
+            self.class_balance or np.full(self.cardinality, 1.0 / self.cardinality), dtype=float
+        )
+        return np.where(total > 0, counts / np.maximum(total, 1), prior[None, :])
+
+    def predict(self, L: np.ndarray) -> np.ndarray:
+        return self.predict_proba(L).argmax(1)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(
+            json.dumps(
+                {
+                    "type": "MajorityVote",
+                    "cardinality": self.cardinality,
+                    "class_balance": list(self.class_balance or []),
+                }
+            )
+        )
+
+
+@dataclass
+class LabelModel:
+    """Dawid-Skene label model fit by EM (see the module docstring for the why).
+
+    Args:
+        cardinality: number of classes k.
+        abstain_as_vote: model the abstain as an LF output (firing is evidence) or as missing data.
+        class_balance: ``"estimate"``, ``"uniform"``, ``"dev"`` (from ``dev_labels`` in ``fit``) or k floats.
+        smoothing: Dirichlet pseudo-count added to every confusion-matrix cell.
+        diagonal: extra pseudo-count on "LF says the true class", encoding that LFs beat chance.
+        max_iter: EM iterations at most; stops earlier when no posterior moves by more than ``tol``.
+        tol: convergence threshold on the largest change of any posterior probability.
+    """
+
+    cardinality: int
+    abstain_as_vote: bool = True
+    class_balance: str | Sequence[float] = "estimate"
+    smoothing: float = 1.0
+    diagonal: float = 2.0
+    max_iter: int = 200
+    tol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        self.log_theta: np.ndarray | None = None  # (m, k + 1, k): log P(output v | class y); row k = abstain
+        self.log_prior: np.ndarray | None = None
+        self.n_iter = 0
+
+    # -- EM ------------------------------------------------------------------------------------------
+    def _outputs(self, L: np.ndarray) -> np.ndarray:
+        return np.where(L == ABSTAIN, self.cardinality, L).astype(np.intp)
+
+    def _log_posterior(self, V: np.ndarray) -> np.ndarray:
+        assert self.log_theta is not None and self.log_prior is not None
+        m = V.shape[1]
+        out = np.empty((V.shape[0], self.cardinality))
+        cols = np.arange(m)[None, :]
+        for s in range(0, V.shape[0], _CHUNK):
+            block = V[s : s + _CHUNK]
+            out[s : s + _CHUNK] = self.log_prior[None, :] + self.log_theta[cols, block].sum(1)
+        return out
+
+    @staticmethod
+    def _normalise(logp: np.ndarray) -> np.ndarray:
+        logp = logp - logp.max(1, keepdims=True)
+        p = np.exp(logp)
+        return p / p.sum(1, keepdims=True)
+
+    def _m_step(self, V: np.ndarray, q: np.ndarray) -> None:
+        n, m = V.shape
+        k = self.cardinality
+        outputs = k + 1
+        counts = np.empty((m, outputs, k))
+        for j in range(m):
+            for y in range(k):
+                counts[j, :, y] = np.bincount(V[:, j], weights=q[:, y], minlength=outputs)
+        counts += self.smoothing
+        counts[:, np.arange(k), np.arange(k)] += self.diagonal
+        if not self.abstain_as_vote:
+            counts[:, k, :] = 0.0  # abstains carry no information: normalise over the k votes only
+        theta = counts / counts.sum(1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            log_theta = np.log(theta)
+        if not self.abstain_as_vote:
+            log_theta[:, k, :] = 0.0
+        self.log_theta = log_theta
+        if isinstance(self.class_balance, str) and self.class_balance == "estimate":
+            prior = (q.sum(0) + 1.0) / (n + k)  # Dirichlet(2): keeps a rare class from vanishing
+            self.log_prior = np.log(prior)
+
+    def fit(
+        self, L: np.ndarray, dev_labels: np.ndarray | None = None, L_dev: np.ndarray | None = None
+    ) -> LabelModel:
+        """Fit on L (no gold needed). ``dev_labels`` only set the class balance when it is ``"dev"``."""
+        k = self.cardinality
+        L = check_label_matrix(L, k)
+        if L.shape[0] == 0 or L.shape[1] == 0:
+            raise MtlError(f"cannot fit a label model on an empty label matrix of shape {L.shape}")
+        cb = self.class_balance
+        if isinstance(cb, str):
+            if cb == "uniform":
+                prior = np.full(k, 1.0 / k)
+            elif cb == "dev":
+                if dev_labels is None or len(dev_labels) == 0:
+                    raise MtlError("class_balance='dev' needs dev_labels")
+                prior = (np.bincount(np.asarray(dev_labels), minlength=k)[:k] + 1.0) / (len(dev_labels) + k)
+            elif cb == "estimate":
+                prior = np.full(k, 1.0 / k)
+            else:
+                raise MtlError(
+                    f"class_balance must be 'estimate', 'uniform', 'dev' or {k} floats, got {cb!r}"
+                )
+        else:
+            prior = np.asarray(cb, dtype=float)
+            if prior.shape != (k,) or np.any(prior <= 0) or not np.isclose(prior.sum(), 1.0):
+                raise MtlError(f"class_balance must be {k} positive floats summing to 1, got {list(cb)}")
+        self.log_prior = np.log(prior)
+        V = self._outputs(L)
+        # Start from majority vote (the prior for rows without votes), then alternate M and E steps.
+        q = MajorityVote(k, list(prior)).predict_proba(L)
+        for it in range(1, self.max_iter + 1):
+            self._m_step(V, q)
+            new = self._normalise(self._log_posterior(V))
+            delta = float(np.abs(new - q).max())
+            q = new
+            self.n_iter = it
+            if delta < self.tol:
+                break
+        return self
+
+    def predict_proba(self, L: np.ndarray) -> np.ndarray:
+        """Posterior class probabilities (n x k) under the fitted model."""
+        if self.log_theta is None:
+            raise MtlError("the label model is not fitted: call fit(L) first")
+        L = check_label_matrix(L, self.cardinality)
+        if L.shape[1] != self.log_theta.shape[0]:
+            raise MtlError(f"L has {L.shape[1]} LFs but the label model was fit on {self.log_theta.shape[0]}")
+        return self._normalise(self._log_posterior(self._outputs(L)))
+
+    def predict(self, L: np.ndarray) -> np.ndarray:
+        return self.predict_proba(L).argmax(1)
+
+    def lf_accuracies(self) -> np.ndarray:
+        """(m x k) the learned P(LF votes y | class y, LF votes), per LF and class."""
+        if self.log_theta is None:
+            raise MtlError("the label model is not fitted")
+        k = self.cardinality
+        theta = np.exp(self.log_theta[:, :k, :])
+        diag = theta[:, np.arange(k), np.arange(k)]
+        return diag / theta.sum(1)
+
+    # -- persistence (JSON, no pickles) ----------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        if self.log_theta is None or self.log_prior is None:
+            raise MtlError("the label model is not fitted")
+        data = {
+            "type": "LabelModel",
+            "cardinality": self.cardinality,
+            "abstain_as_vote": self.abstain_as_vote,
+            "class_balance": self.class_balance
+            if isinstance(self.class_balance, str)
+            else list(self.class_balance),
+            "smoothing": self.smoothing,
+            "diagonal": self.diagonal,
+            "theta": np.exp(self.log_theta).tolist(),
+            "prior": np.exp(self.log_prior).tolist(),
+            "n_iter": self.n_iter,
+        }
+        Path(path).write_text(json.dumps(data))
+
+
+def load_label_model(path: str | Path) -> MajorityVote | LabelModel:
+    """Load a model written by ``save`` (plain JSON)."""
+    data = json.loads(Path(path).read_text())
+    if data["type"] == "MajorityVote":
+        return MajorityVote(data["cardinality"], data["class_balance"] or None)
+    lm = LabelModel(
+        data["cardinality"],
+        data["abstain_as_vote"],
+        data["class_balance"],
+        data["smoothing"],
+        data["diagonal"],
+    )
+    with np.errstate(divide="ignore"):
+        lm.log_theta = np.log(np.asarray(data["theta"]))
+        lm.log_prior = np.log(np.asarray(data["prior"]))
+    if not lm.abstain_as_vote:
+        lm.log_theta[:, lm.cardinality, :] = 0.0
+    lm.n_iter = data["n_iter"]
+    return lm
+
+
+def label_model_candidates(cardinality: int) -> dict[str, MajorityVote | LabelModel]:
+    """The variants ``select_label_model`` chooses among: majority vote and six Dawid-Skene settings."""
+    out: dict[str, MajorityVote | LabelModel] = {"majority_vote": MajorityVote(cardinality)}
+    for abstain in (True, False):
+        for balance in ("uniform", "estimate", "dev"):
+            name = f"dawid_skene(abstain_as_vote={abstain}, class_balance={balance})"
+            out[name] = LabelModel(cardinality, abstain_as_vote=abstain, class_balance=balance)
+    return out
+
+
+def select_label_model(
+    L: np.ndarray,
+    L_dev: np.ndarray,
+    y_dev: np.ndarray,
+    cardinality: int,
+    metric: str = "accuracy",
+) -> tuple[MajorityVote | LabelModel, list[dict[str, Any]]]:
+    """Fit every candidate on L (no gold) and keep the one with the best ``metric`` on the dev set.
+
+    Gold labels are used only to *choose* (and, for ``class_balance="dev"``, to set the class balance),
+    never to fit LF parameters. Returns the chosen model and one row per candidate (name, dev metric,
+    EM iterations), best first; ties go to the simpler model (listed first).
+    """
+    from mtl.metrics import compute_metrics
+
+    y_dev = np.asarray(y_dev)
+    if len(y_dev) == 0:
+        raise MtlError("select_label_model needs dev rows with gold labels")
+    rows: list[dict[str, Any]] = []
+    best: tuple[float, int, MajorityVote | LabelModel] | None = None
+    for i, (name, model) in enumerate(label_model_candidates(cardinality).items()):
+        model.fit(L, dev_labels=y_dev)
+        score = compute_metrics(model.predict(L_dev), y_dev, cardinality)[metric]
+        rows.append({"label_model": name, f"dev_{metric}": score, "iterations": getattr(model, "n_iter", 0)})
+        if best is None or score > best[0]:
+            best = (score, i, model)
+    assert best is not None
+    rows.sort(key=lambda r: -r[f"dev_{metric}"])
+    return best[2], rows

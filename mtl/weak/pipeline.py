@@ -1,0 +1,200 @@
+"""A task's weak labels end to end: LFs -> L per split -> LF analysis -> label model -> train probabilities.
+
+``weak_label`` is what ``mtl-label`` runs and what ``mtl-train`` calls for a task with ``labels: weak``.
+Results are cached under ``cache_dir/labels/<task>-<key>/`` (the key covers the prepared data, the weak
+config and the LFs' code), so ``mtl-train`` reuses what ``mtl-label`` computed:
+
+    L_train.npy L_dev.npy L_test.npy   label matrices (int16, -1 = abstain)
+    train_probs.npy                    the training targets after the uncovered-row policy
+    label_model.json                   the chosen label model (plain JSON)
+    lf_analysis.{csv,json}             per-LF coverage/overlaps/conflicts/accuracy (on dev gold)
+    summary.json                       coverage, label-model metrics on dev and test, model selection
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from datasets.fingerprint import Hasher
+
+from mtl.config import TaskConfig, WeakConfig
+from mtl.metrics import compute_metrics
+from mtl.types import ABSTAIN, MtlError
+from mtl.weak.analysis import lf_summary, write_summary
+from mtl.weak.apply import apply_lfs, label_matrix_from_column
+from mtl.weak.label_model import LabelModel, MajorityVote, load_label_model, select_label_model
+from mtl.weak.lf import LabelingFunction, load_object
+
+LABEL_MODELS = ("auto", "majority_vote", "dawid_skene")
+UNCOVERED = ("drop", "prior")
+
+
+@dataclass
+class WeakLabels:
+    """A task's weak labels: training targets (rows of the train split) and what was measured."""
+
+    train_probs: np.ndarray
+    L: dict[str, np.ndarray]
+    lf_names: list[str]
+    analysis: list[dict[str, Any]]
+    summary: dict[str, Any]
+    folder: Path
+
+
+def load_lfs(ref: str) -> list[LabelingFunction]:
+    """The LFs named by a config reference (``file.py:NAME`` or ``module:NAME``): a list of LFs."""
+    obj = load_object(ref)
+    lfs = list(obj) if isinstance(obj, list | tuple) else None
+    if not lfs or not all(isinstance(lf, LabelingFunction) for lf in lfs):
+        raise MtlError(f"{ref!r} must be a non-empty list of LabelingFunction objects")
+    return lfs
+
+
+def validate_weak(task: str, cfg: WeakConfig) -> None:
+    """Config errors that name the task and key, before any work."""
+    if not cfg.lfs and not cfg.weak_labels_field:
+        raise MtlError(f"task {task!r}: labels: weak needs weak.lfs or weak.weak_labels_field")
+    if cfg.label_model not in LABEL_MODELS:
+        raise MtlError(
+            f"task {task!r}: weak.label_model {cfg.label_model!r} is not one of {list(LABEL_MODELS)}"
+        )
+    if cfg.uncovered not in UNCOVERED:
+        raise MtlError(f"task {task!r}: weak.uncovered {cfg.uncovered!r} is not one of {list(UNCOVERED)}")
+    if not 0 < cfg.uncovered_weight <= 1:
+        raise MtlError(f"task {task!r}: weak.uncovered_weight must be in (0, 1], got {cfg.uncovered_weight}")
+
+
+def _matrices(
+    task: str, cfg: WeakConfig, dsd: datasets.DatasetDict, k: int
+) -> tuple[dict[str, np.ndarray], list[str], dict[str, int]]:
+    """L per split: the precomputed votes' columns first, then one column per LF."""
+    lfs = load_lfs(cfg.lfs) if cfg.lfs else []
+    out: dict[str, np.ndarray] = {}
+    names: list[str] = []
+    failures: dict[str, int] = {}
+    for split in ("train", "dev", "test"):
+        outputs = []
+        if cfg.weak_labels_field:
+            outputs.append(label_matrix_from_column(dsd[split], cfg.weak_labels_field, k))
+        if lfs:
+            num_proc = cfg.num_proc if cfg.num_proc > 1 else None
+            outputs.append(
+                apply_lfs(dsd[split], lfs, k, num_proc=num_proc, fault_tolerant=cfg.fault_tolerant)
+            )
+        out[split] = np.concatenate([o.L for o in outputs], axis=1)
+        names = [n for o in outputs for n in o.names]
+        failures.update({f"{split}:{n}": c for o in outputs for n, c in o.failures.items()})
+    return out, names, failures
+
+
+def _key(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict) -> str:
+    lf_hash = Hasher.hash(load_lfs(cfg.weak.lfs)) if cfg.weak.lfs else ""
+    data = {
+        "task": task,
+        "weak": asdict(cfg.weak),
+        "labels": list(cfg.label_names),
+        "metric": cfg.metric,
+        "data": [dsd[s]._fingerprint for s in ("train", "dev", "test")],
+        "lfs": lf_hash,
+        "v": 1,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir: str | Path) -> WeakLabels:
+    """Weak labels for ``task``'s train split (computed once, then read from the cache)."""
+    validate_weak(task, cfg.weak)
+    k = len(cfg.label_names)
+    folder = Path(cache_dir).expanduser() / "labels" / f"{task}-{_key(task, cfg, dsd)}"
+    if (folder / "summary.json").exists():
+        return WeakLabels(
+            np.load(folder / "train_probs.npy"),
+            {s: np.load(folder / f"L_{s}.npy") for s in ("train", "dev", "test")},
+            json.loads((folder / "summary.json").read_text())["lf_names"],
+            json.loads((folder / "lf_analysis.json").read_text()),
+            json.loads((folder / "summary.json").read_text()),
+            folder,
+        )
+    L, names, failures = _matrices(task, cfg.weak, dsd, k)
+    gold = {s: np.asarray(dsd[s]["label"]) for s in ("train", "dev", "test")}
+    analysis = lf_summary(L["dev"], names, gold["dev"])
+    w = cfg.weak
+    selection: list[dict[str, Any]] = []
+    model: MajorityVote | LabelModel
+    if w.label_model == "auto":
+        model, selection = select_label_model(L["train"], L["dev"], gold["dev"], k, cfg.metric)
+    elif w.label_model == "majority_vote":
+        model = MajorityVote(k).fit(L["train"])
+    else:
+        model = LabelModel(k, abstain_as_vote=w.abstain_as_vote, class_balance=w.class_balance)
+        model.fit(L["train"], dev_labels=gold["dev"])
+    probs = model.predict_proba(L["train"])
+    covered = (L["train"] != ABSTAIN).any(1)
+    prior = probs[~covered].mean(0) if (~covered).any() else np.full(k, 1.0 / k)
+    if w.uncovered == "drop":
+        probs[~covered] = 0.0  # a zero row is masked out of the loss
+    else:
+        probs[~covered] = prior * w.uncovered_weight
+    summary: dict[str, Any] = {
+        "task": task,
+        "lf_names": names,
+        "label_model": selection[0]["label_model"] if selection else w.label_model,
+        "selection": selection,
+        "uncovered_policy": w.uncovered,
+        "lf_failures": failures,
+    }
+    for split in ("train", "dev", "test"):
+        cov = (L[split] != ABSTAIN).any(1)
+        pred = model.predict(L[split])
+        all_rows = compute_metrics(pred, gold[split], k)
+        on_cov = compute_metrics(pred[cov], gold[split][cov], k)
+        summary[split] = {
+            "rows": len(cov),
+            "coverage": float(cov.mean()) if len(cov) else float("nan"),
+            # what training sees under the policy: covered rows only (drop) or all rows (prior)
+            f"{cfg.metric}_all_rows": all_rows[cfg.metric],
+            f"{cfg.metric}_covered_rows": on_cov[cfg.metric],
+            "accuracy_covered_rows": on_cov["accuracy"],
+        }
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for split, mat in L.items():
+        np.save(tmp / f"L_{split}.npy", mat)
+    np.save(tmp / "train_probs.npy", probs)
+    model.save(tmp / "label_model.json")
+    write_summary(analysis, tmp)
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    tmp.replace(folder)
+    return WeakLabels(probs, L, names, analysis, summary, folder)
+
+
+def load_label_probs(task: str, path: str | Path, n_train: int, k: int) -> np.ndarray:
+    """Training targets from a saved ``train_probs.npy`` (checked against the train split's shape)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "train_probs.npy"
+    if not p.exists():
+        raise MtlError(f"task {task!r}: labels file {str(p)!r} does not exist")
+    probs = np.load(p, allow_pickle=False)
+    if probs.shape != (n_train, k):
+        raise MtlError(
+            f"task {task!r}: labels file {str(p)!r} has shape {probs.shape}; "
+            f"the train split needs ({n_train}, {k})"
+        )
+    return probs
+
+
+def attach_probs(ds: datasets.Dataset, probs: np.ndarray) -> datasets.Dataset:
+    """The train split with a ``label_probs`` column; rows whose targets are all zero are dropped."""
+    keep = np.flatnonzero(probs.sum(1) > 0)
+    out = ds.add_column("label_probs", probs.astype(np.float32).tolist())
+    return out.select(keep) if len(keep) < len(ds) else out
+
+
+__all__ = ["WeakLabels", "attach_probs", "load_label_model", "load_label_probs", "weak_label"]
