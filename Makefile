@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mtl-installed
 
-.PHONY: help setup demo spam test test-fast lint format clean
+.PHONY: help setup demo spam label test test-fast lint format bench-label clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ demo: $(STAMP)  ## train and test the default experiment (six tweet domains, Min
 spam: $(STAMP)  ## train the WRENCH spam pair (youtube + sms, MiniLM; needs ../shared/data)
 	$(BIN)/mtl-train experiment=spam
 
+label: $(STAMP)  ## apply LFs, print the LF analysis and label-model report (default: the tweet domains)
+	$(BIN)/mtl-label
+
 test: $(STAMP)  ## lint, then the whole test suite (unit + slow integration tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -43,6 +46,10 @@ lint: $(STAMP)  ## ruff lint + format check, mypy
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench-label: $(STAMP)  ## label models vs snorkel 0.10.0 (installs snorkel into .venv; needs ../shared/data)
+	$(BIN)/pip install -q snorkel==0.10.0
+	$(BIN)/python scripts/bench_label_model.py
 
 clean:  ## remove run outputs (not the venv)
 	rm -rf outputs multirun
