@@ -97,7 +97,9 @@ def ours(k: int, metric: str, L_dev: np.ndarray, y_dev: np.ndarray) -> dict[str,
     }
 
 
-def evaluate(name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], k: int, metric: str, repeats: int) -> list[dict]:
+def evaluate(
+    name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], k: int, metric: str, repeats: int
+) -> list[dict]:
     (L, _), (L_dev, y_dev), (L_test, y_test) = data["train"], data["dev"], data["test"]
     rows = []
     candidates = {**ours(k, metric, L_dev, y_dev), **snorkel_models(k, y_dev)}
@@ -109,8 +111,16 @@ def evaluate(name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], k: int, 
             times.append(time.perf_counter() - t)
         pred = np.asarray(model.predict_proba(L_test)).argmax(1)
         m = compute_metrics(pred, y_test, k)
-        rows.append({"set": name, "model": model_name, metric: m[metric], "fit_s_median": statistics.median(times),
-                     "rows": len(L), "lfs": L.shape[1]})
+        rows.append(
+            {
+                "set": name,
+                "model": model_name,
+                metric: m[metric],
+                "fit_s_median": statistics.median(times),
+                "rows": len(L),
+                "lfs": L.shape[1],
+            }
+        )
     return rows
 
 
@@ -119,7 +129,11 @@ def scale_worker(which: str, n: int) -> None:
     rng = np.random.default_rng(0)
     m, k = 50, 5
     y = rng.integers(0, k, n)
-    L = np.where(rng.random((n, m)) < 0.1, np.where(rng.random((n, m)) < 0.7, y[:, None], rng.integers(0, k, (n, m))), -1)
+    L = np.where(
+        rng.random((n, m)) < 0.1,
+        np.where(rng.random((n, m)) < 0.7, y[:, None], rng.integers(0, k, (n, m))),
+        -1,
+    )
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     if which == "snorkel":
@@ -129,8 +143,17 @@ def scale_worker(which: str, n: int) -> None:
     else:
         LabelModel(k, True, "uniform").fit(L.astype(np.int16))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"model": which, "rows": n, "peak_rss_mb": peak / 1024, "before_fit_mb": base / 1024,
-                      "fit_s": time.perf_counter() - t}))
+    print(
+        json.dumps(
+            {
+                "model": which,
+                "rows": n,
+                "peak_rss_mb": peak / 1024,
+                "before_fit_mb": base / 1024,
+                "fit_s": time.perf_counter() - t,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -145,9 +168,11 @@ def main() -> None:
     import snorkel
     import torch
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, "
-          f"numpy {np.__version__}, torch {torch.__version__}, snorkel {snorkel.__version__}, "
-          f"repeats {args.repeats}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, "
+        f"numpy {np.__version__}, torch {torch.__version__}, snorkel {snorkel.__version__}, "
+        f"repeats {args.repeats}"
+    )
     results: list[dict] = []
     for task, (k, metric) in SETS.items():
         results += evaluate(f"{task} (published LFs)", wrench(task), k, metric, args.repeats)
@@ -160,8 +185,11 @@ def main() -> None:
         print(f"| {r['set']} | {r['model']} | {metric} {r[metric]:.3f} | {r['fit_s_median']:.2f} |")
     scale = []
     for which in ("mtl", "snorkel"):
-        proc = subprocess.run([sys.executable, __file__, "--scale-worker", which, "--scale-rows", str(args.scale_rows)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--scale-worker", which, "--scale-rows", str(args.scale_rows)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             scale.append({"model": which, "error": proc.stderr.strip().splitlines()[-1:]})
         else:
@@ -171,8 +199,10 @@ def main() -> None:
         if "error" in s:
             print(f"  {s['model']}: failed: {s['error']}")
         else:
-            print(f"  {s['model']:<8} peak RSS {s['peak_rss_mb']:.0f} MB (before fit {s['before_fit_mb']:.0f} MB), "
-                  f"fit {s['fit_s']:.1f} s")
+            print(
+                f"  {s['model']:<8} peak RSS {s['peak_rss_mb']:.0f} MB "
+                f"(before fit {s['before_fit_mb']:.0f} MB), fit {s['fit_s']:.1f} s"
+            )
     out = ROOT / "outputs" / "bench" / "label_model.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"quality_and_speed": results, "scale": scale}, indent=2))
