@@ -271,7 +271,7 @@ def load_object(ref: str) -> Any:
     """Load ``path/to/file.py:NAME`` (relative to the working directory or the project root) or
     ``dotted.module:NAME``. Task files are loaded by path so the generic name ``tasks`` never has to be
     importable (nor shadow another package)."""
-    from mtl.data import resolve_path
+    from mtl.sources import resolve_path
 
     if ":" not in ref:
         raise MtlError(f"expected 'file.py:NAME' or 'module:NAME', got {ref!r}")
