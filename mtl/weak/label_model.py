@@ -42,8 +42,6 @@ import numpy as np
 
 from mtl.types import ABSTAIN, MtlError
 
-_CHUNK = 1 << 16  # rows per E-step block: bounds memory at CHUNK x m x k floats
-
 
 class LabelModelProtocol(Protocol):
     """What training needs from a label model."""
@@ -143,17 +141,23 @@ class LabelModel:
         self.n_iter = 0
 
     # -- EM ------------------------------------------------------------------------------------------
-    def _outputs(self, L: np.ndarray) -> np.ndarray:
-        return np.where(L == ABSTAIN, self.cardinality, L).astype(np.intp)
+    # Both steps touch only the votes (the non-abstain entries of L, in COO form): the abstain terms are
+    # the same for every row, so they are added once per class. Cost per iteration O(votes x k), not
+    # O(n x m x k), and no dense one-hot matrix is ever built.
+    def _votes(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(row of each vote, flat index LF * k + class voted, number of rows)."""
+        rows, cols = np.nonzero(L != ABSTAIN)
+        return rows, cols * self.cardinality + L[rows, cols].astype(np.intp), L.shape[0]
 
-    def _log_posterior(self, V: np.ndarray) -> np.ndarray:
+    def _log_posterior(self, rows: np.ndarray, flat: np.ndarray, n: int) -> np.ndarray:
         assert self.log_theta is not None and self.log_prior is not None
-        m = V.shape[1]
-        out = np.empty((V.shape[0], self.cardinality))
-        cols = np.arange(m)[None, :]
-        for s in range(0, V.shape[0], _CHUNK):
-            block = V[s : s + _CHUNK]
-            out[s : s + _CHUNK] = self.log_prior[None, :] + self.log_theta[cols, block].sum(1)
+        k = self.cardinality
+        abstain = self.log_theta[:, k, :]  # (m, k); zeros when abstains carry no information
+        delta = (self.log_theta[:, :k, :] - abstain[:, None, :]).reshape(-1, k)  # (m * k, k)
+        out = np.empty((n, k))
+        base = self.log_prior + abstain.sum(0)
+        for y in range(k):
+            out[:, y] = base[y] + np.bincount(rows, weights=delta[flat, y], minlength=n)
         return out
 
     @staticmethod
@@ -162,15 +166,14 @@ class LabelModel:
         p = np.exp(logp)
         return p / p.sum(1, keepdims=True)
 
-    def _m_step(self, V: np.ndarray, q: np.ndarray) -> None:
-        n, m = V.shape
+    def _m_step(self, rows: np.ndarray, flat: np.ndarray, q: np.ndarray, m: int) -> None:
         k = self.cardinality
-        outputs = k + 1
-        counts = np.empty((m, outputs, k))
-        for j in range(m):
-            for y in range(k):
-                counts[j, :, y] = np.bincount(V[:, j], weights=q[:, y], minlength=outputs)
-        counts += self.smoothing
+        counts = np.empty((m, k + 1, k))
+        for y in range(k):
+            counts[:, :k, y] = np.bincount(flat, weights=q[rows, y], minlength=m * k).reshape(m, k)
+        # every row not voting is an abstain: the class mass of all rows minus that of the votes
+        counts[:, k, :] = q.sum(0)[None, :] - counts[:, :k, :].sum(1)
+        counts = np.maximum(counts, 0.0) + self.smoothing
         counts[:, np.arange(k), np.arange(k)] += self.diagonal
         if not self.abstain_as_vote:
             counts[:, k, :] = 0.0  # abstains carry no information: normalise over the k votes only
@@ -181,7 +184,7 @@ class LabelModel:
             log_theta[:, k, :] = 0.0
         self.log_theta = log_theta
         if isinstance(self.class_balance, str) and self.class_balance == "estimate":
-            prior = (q.sum(0) + 1.0) / (n + k)  # Dirichlet(2): keeps a rare class from vanishing
+            prior = (q.sum(0) + 1.0) / (q.shape[0] + k)  # Dirichlet(2): keeps a rare class from vanishing
             self.log_prior = np.log(prior)
 
     def fit(
@@ -211,12 +214,12 @@ class LabelModel:
             if prior.shape != (k,) or np.any(prior <= 0) or not np.isclose(prior.sum(), 1.0):
                 raise MtlError(f"class_balance must be {k} positive floats summing to 1, got {list(cb)}")
         self.log_prior = np.log(prior)
-        V = self._outputs(L)
+        rows, flat, n = self._votes(L)
         # Start from majority vote (the prior for rows without votes), then alternate M and E steps.
         q = MajorityVote(k, list(prior)).predict_proba(L)
         for it in range(1, self.max_iter + 1):
-            self._m_step(V, q)
-            new = self._normalise(self._log_posterior(V))
+            self._m_step(rows, flat, q, L.shape[1])
+            new = self._normalise(self._log_posterior(rows, flat, n))
             delta = float(np.abs(new - q).max())
             q = new
             self.n_iter = it
@@ -231,7 +234,7 @@ class LabelModel:
         L = check_label_matrix(L, self.cardinality)
         if L.shape[1] != self.log_theta.shape[0]:
             raise MtlError(f"L has {L.shape[1]} LFs but the label model was fit on {self.log_theta.shape[0]}")
-        return self._normalise(self._log_posterior(self._outputs(L)))
+        return self._normalise(self._log_posterior(*self._votes(L)))
 
     def predict(self, L: np.ndarray) -> np.ndarray:
         return self.predict_proba(L).argmax(1)
