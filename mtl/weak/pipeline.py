@@ -28,7 +28,13 @@ from mtl.metrics import compute_metrics
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.analysis import lf_summary, write_summary
 from mtl.weak.apply import apply_lfs, label_matrix_from_column
-from mtl.weak.label_model import LabelModel, MajorityVote, load_label_model, select_label_model
+from mtl.weak.label_model import (
+    LabelModel,
+    LabelModelProtocol,
+    MajorityVote,
+    load_label_model,
+    select_label_model,
+)
 from mtl.weak.lf import LabelingFunction, load_object
 
 LABEL_MODELS = ("auto", "majority_vote", "dawid_skene")
@@ -126,7 +132,7 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
     analysis = lf_summary(L["dev"], names, gold["dev"])
     w = cfg.weak
     selection: list[dict[str, Any]] = []
-    model: MajorityVote | LabelModel
+    model: LabelModelProtocol
     if w.label_model == "auto":
         model, selection = select_label_model(L["train"], L["dev"], gold["dev"], k, cfg.metric)
     elif w.label_model == "majority_vote":
