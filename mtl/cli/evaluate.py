@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import hydra
@@ -31,7 +32,9 @@ def main(cfg: DictConfig) -> float:
                 f"{cfg.checkpoint}: head {name!r} was trained on labels "
                 f"{saved[name].label_names}, the task config has {task.label_names}"
             )
-    data = load_tasks(tasks, tokenizer, int(info["max_length"]), cfg.cache_dir, cfg.seed)
+    # Evaluation reads gold dev/test only: don't weak-label the train split of weakly supervised tasks.
+    gold = {name: dataclasses.replace(task, labels="gold") for name, task in tasks.items()}
+    data = load_tasks(gold, tokenizer, int(info["max_length"]), cfg.cache_dir, cfg.seed)
     acc = Accelerator()
     model = acc.prepare(model)
     collate = Collator(tokenizer)

@@ -160,3 +160,12 @@ def test_label_then_train_on_weak_labels(tmp_path: Path) -> None:
     }
     assert {t: report["sizes"][t]["train"] for t in covered} == covered  # uncovered rows dropped
     assert report["metrics"]["test"]["sms"]["n"] == 500  # evaluation stays on gold
+    # mtl-eval of a weakly supervised checkpoint evaluates on gold and reproduces the run's test metrics
+    _run(
+        "mtl-eval",
+        f"checkpoint={run / 'checkpoint'}",
+        f"output_dir={tmp_path / 'eval'}",
+        f"cache_dir={cache}",
+    )
+    ev = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert ev["metrics"]["test"] == report["metrics"]["test"]
