@@ -147,6 +147,9 @@ class TaskConfig:
     ``labels`` is where the training labels come from: ``gold`` (the source's label field), ``weak``
     (LFs and a label model, see ``weak``; dev and test keep gold), or the path of a ``train_probs.npy``
     written by ``mtl-label`` (rows of class probabilities aligned with the train split).
+
+    ``slices`` names the task's slicing functions (``path/to/file.py:NAME``, a list of SFs): every
+    evaluation then reports the metric on each slice too.
     """
 
     label_names: list[str] = MISSING
@@ -157,6 +160,7 @@ class TaskConfig:
     loss_weight: float = 1.0
     labels: str = "gold"
     weak: WeakConfig = field(default_factory=WeakConfig)
+    slices: str | None = None
 
 
 @dataclass

@@ -237,7 +237,7 @@ def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_lengt
     def fn(batch: dict[str, list[Any]]) -> dict[str, Any]:
         return dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
 
-    keep = {"label", "label_probs"}
+    keep = {"label", "label_probs", "slices"}
     remove = [c for c in ds.column_names if c not in keep]
     return ds.map(fn, batched=True, remove_columns=remove, desc="tokenize")
 
@@ -246,15 +246,18 @@ class Collator:
     """Pad a list of tokenized examples to the longest in the batch; carry hard or soft labels.
 
     ``labels`` is an int tensor (``ABSTAIN`` = -1 masks a row) or, when examples carry ``label_probs``,
-    a float tensor of class probabilities.
+    a float tensor of class probabilities; ``slices`` (rows x slices, 0/1) when examples carry them.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        feats = [{k: v for k, v in e.items() if k not in ("label", "label_probs")} for e in examples]
+        extra = ("label", "label_probs", "slices")
+        feats = [{k: v for k, v in e.items() if k not in extra} for e in examples]
         batch = dict(self.tokenizer.pad(feats, return_tensors="pt"))
+        if examples and "slices" in examples[0]:
+            batch["slices"] = torch.tensor([e["slices"] for e in examples], dtype=torch.int8)
         if examples and "label_probs" in examples[0]:
             batch["labels"] = torch.tensor([e["label_probs"] for e in examples], dtype=torch.float32)
         elif examples and "label" in examples[0]:
@@ -277,8 +280,20 @@ def load_tasks(
         dsd = load_task_splits(name, cfg, cache_dir, seed)
         if cfg.labels != "gold":
             dsd["train"] = training_targets(name, cfg, dsd, cache_dir)
+        if cfg.slices:
+            dsd = add_slices(cfg.slices, dsd)
         out[name] = datasets.DatasetDict({s: tokenize(ds, tokenizer, max_length) for s, ds in dsd.items()})
     return out
+
+
+def add_slices(ref: str, dsd: datasets.DatasetDict) -> datasets.DatasetDict:
+    """Each split with a ``slices`` column: the 0/1 row of the slice indicator matrix S."""
+    from mtl.slicing import load_sfs, slice_matrix
+
+    sfs = load_sfs(ref)
+    return datasets.DatasetDict(
+        {split: ds.add_column("slices", slice_matrix(ds, sfs).tolist()) for split, ds in dsd.items()}
+    )
 
 
 def training_targets(

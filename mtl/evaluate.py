@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader
 from mtl.config import TaskConfig
 from mtl.metrics import compute_metrics
 
-TaskMetrics = dict[str, dict[str, float]]
+TaskMetrics = dict[str, dict[str, Any]]
+"""Task name to its metrics (``accuracy``, ``macro_f1``, ``f1`` for binary tasks, ``n``, ``metric``: the
+task's own) and, for tasks with slicing functions, ``slices``: slice name to the same metrics on it."""
 
 
 @torch.no_grad()
@@ -33,19 +35,35 @@ def evaluate_tasks(
     model.eval()
     out: TaskMetrics = {}
     for task, loader in loaders.items():
-        preds, golds = [], []
+        cfg = tasks[task]
+        preds, golds, slices = [], [], []
         for batch in loader:
             logits = model(batch, task)
-            pred, gold = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
-            preds.append(pred.cpu())
-            golds.append(gold.cpu())
+            items = (logits.argmax(-1), batch["labels"], *([batch["slices"]] if "slices" in batch else []))
+            gathered = accelerator.gather_for_metrics(items)
+            preds.append(gathered[0].cpu())
+            golds.append(gathered[1].cpu())
+            if len(gathered) > 2:
+                slices.append(gathered[2].cpu())
         if not preds:
             raise ValueError(f"task {task!r}: evaluation split is empty")
         gold_t = torch.cat(golds)
         if gold_t.dtype.is_floating_point:  # soft gold labels: score against their argmax
             gold_t = gold_t.argmax(-1)
-        m = compute_metrics(torch.cat(preds).numpy(), gold_t.numpy(), len(tasks[task].label_names))
-        m["metric"] = m[tasks[task].metric]
+        pred, gold = torch.cat(preds).numpy(), gold_t.numpy()
+        k = len(cfg.label_names)
+        m: dict[str, Any] = compute_metrics(pred, gold, k)
+        m["metric"] = m[cfg.metric]
+        if slices and cfg.slices:
+            from mtl.slicing import load_sfs
+
+            S = torch.cat(slices).numpy().astype(bool)
+            m["slices"] = {}
+            for j, sf in enumerate(load_sfs(cfg.slices)):
+                # an empty slice reports n = 0 and NaN metrics, not a division by zero
+                sm: dict[str, Any] = compute_metrics(pred[S[:, j]], gold[S[:, j]], k)
+                sm["metric"] = sm[cfg.metric]
+                m["slices"][sf.name] = sm
         out[task] = m
     model.train(was_training)
     return out
@@ -77,6 +95,27 @@ def format_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, TaskCon
     return "\n".join(rows)
 
 
+def format_slice_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, TaskConfig]) -> str:
+    """A Markdown table of every slice: the task's metric and the slice's size on each split; empty if
+    no task has slicing functions."""
+    splits = list(results)
+    rows = []
+    for task in tasks:
+        names = next((list(r[task]["slices"]) for r in results.values() if "slices" in r.get(task, {})), [])
+        for name in ["(all)", *names]:
+            cells = [task, name]
+            for s in splits:
+                m = results[s].get(task, {})
+                m = m if name == "(all)" else m.get("slices", {}).get(name, {})
+                n = int(m.get("n", 0))
+                cells.append("empty" if n == 0 else f"{m['metric']:.4f} (n={n})")
+            rows.append("| " + " | ".join(cells) + " |")
+    if not rows or all("(all)" in r for r in rows):
+        return ""
+    head = ["task", "slice", *[f"{s} metric" for s in splits]]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows])
+
+
 def write_report(
     folder: str | Path,
     results: Mapping[str, TaskMetrics],
@@ -89,9 +128,20 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     table = format_table(results, tasks)
     lines = [f"# {title}", "", table, ""]
+    slice_table = format_slice_table(results, tasks)
+    if slice_table:
+        lines += ["## Slices", "", slice_table, ""]
+        with open(folder / "slices.csv", "w") as f:
+            f.write("task,split,slice,n,metric,accuracy,macro_f1\n")
+            for split, per_task in results.items():
+                for task, m in per_task.items():
+                    for name, sm in m.get("slices", {}).items():
+                        f.write(
+                            f"{task},{split},{name},{sm['n']},{sm['metric']},{sm['accuracy']},{sm['macro_f1']}\n"
+                        )
     for k, v in (extra or {}).items():
         lines.append(f"- {k}: {v}")
     (folder / "report.md").write_text("\n".join(lines) + "\n")
     payload = {"metrics": results, "mean": {s: mean_metric(r) for s, r in results.items()}, **(extra or {})}
     (folder / "report.json").write_text(json.dumps(payload, indent=2, default=float))
-    return table
+    return table + (f"\n\n{slice_table}" if slice_table else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from mtl.slicing import slicing_function
 from mtl.weak import ABSTAIN, keyword_lf, labeling_function, lexicon_lf, lexicon_preprocessor, regex_lf
 
 HAM, SPAM = 0, 1
@@ -63,3 +64,32 @@ SMS_LFS = [
         "short_reply", r"^\W*(ok|okay|k|yes|no|sure|thanks|thank you|lol|haha|hmm|sorry)\W*\w*\W*$", HAM
     ),
 ]
+
+
+# ------------------------------------------------------------------------------------------ slices
+# Where spam filters slip: messages too short to judge, links and numbers (both in spam and in ham), and
+# shouting, which ham does too.
+
+
+@slicing_function()
+def short(x: dict) -> bool:
+    return len(x["text"].split()) < 6
+
+
+@slicing_function()
+def has_link(x: dict) -> bool:
+    return bool(re.search(r"https?://|www\.|\.com\b", x["text"].lower()))
+
+
+@slicing_function()
+def has_number(x: dict) -> bool:
+    return bool(re.search(r"\d{4,}", x["text"]))
+
+
+@slicing_function()
+def all_caps(x: dict) -> bool:
+    letters = [c for c in x["text"] if c.isalpha()]
+    return len(letters) >= 10 and sum(c.isupper() for c in letters) / len(letters) > 0.6
+
+
+SFS = [short, has_link, has_number, all_caps]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from mtl.slicing import slicing_function
 from mtl.weak import (
     ABSTAIN,
     keyword_lf,
@@ -102,3 +103,48 @@ LFS = [
     no_sentiment_news,
     no_sentiment_at_all,
 ]
+
+
+# ------------------------------------------------------------------------------------------ slices
+# The subsets a sentiment model gets wrong most often: negation flips polarity, questions and links are
+# mostly neutral, sarcasm says the opposite of its words, very short tweets carry little evidence.
+
+
+@slicing_function()
+def negation(x: dict) -> bool:
+    return bool(re.search(rf"\b({_NEGATIONS})\b|n't\b", x["text"].lower()))
+
+
+@slicing_function()
+def question(x: dict) -> bool:
+    return "?" in x["text"]
+
+
+@slicing_function()
+def link(x: dict) -> bool:
+    return bool(re.search(r"https?://|www\.", x["text"]))
+
+
+@slicing_function()
+def short(x: dict) -> bool:
+    return len(x["text"].split()) < 8
+
+
+@slicing_function()
+def retweet(x: dict) -> bool:
+    return bool(re.match(r"\s*rt\s+@", x["text"].lower()))
+
+
+@slicing_function()
+def sarcasm_marker(x: dict) -> bool:
+    """Stock sarcasm: "thanks a lot", "great job", "love how", "yeah right", #sarcasm, "just great"."""
+    return bool(
+        re.search(
+            r"thanks a lot|great job|love (it )?how|yeah right|#sarcasm|just great|so much fun|"
+            r"wonderful|oh great|nice job",
+            x["text"].lower(),
+        )
+    )
+
+
+SFS = [negation, question, link, short, retweet, sarcasm_marker]

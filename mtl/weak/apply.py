@@ -35,9 +35,9 @@ def _check_names(lfs: Sequence[LabelingFunction]) -> list[str]:
     names = [lf.name for lf in lfs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise MtlError(f"labeling function names must be unique; repeated: {dupes}")
+        raise MtlError(f"{lfs[0].kind} names must be unique; repeated: {dupes}")
     if not names:
-        raise MtlError("no labeling functions given")
+        raise MtlError("no labeling or slicing functions given")
     return names
 
 
@@ -49,10 +49,8 @@ def _vote(
     except Exception as e:
         if fault_tolerant:
             return ABSTAIN, True
-        raise LFApplicationError(
-            f"labeling function {lf.name!r} failed on row {row}: {type(e).__name__}: {e}"
-        ) from e
-    return _check_vote(lf.name, v, row, cardinality, fault_tolerant)
+        raise LFApplicationError(f"{lf.kind} {lf.name!r} failed on row {row}: {type(e).__name__}: {e}") from e
+    return _check_vote(lf, v, row, cardinality, fault_tolerant)
 
 
 def apply_lfs(
@@ -90,15 +88,13 @@ def apply_lfs(
                 except Exception as e:
                     if not fault_tolerant:
                         raise LFApplicationError(
-                            f"labeling function {lf.name!r} failed on rows {indices[0]}..{indices[-1]}: "
+                            f"{lf.kind} {lf.name!r} failed on rows {indices[0]}..{indices[-1]}: "
                             f"{type(e).__name__}: {e}"
                         ) from e
                     failed[:, j] = True
                     continue
                 for i, v in enumerate(col):
-                    votes[i, j], failed[i, j] = _check_vote(
-                        lf.name, v, indices[i], cardinality, fault_tolerant
-                    )
+                    votes[i, j], failed[i, j] = _check_vote(lf, v, indices[i], cardinality, fault_tolerant)
                 continue
             for i, x in enumerate(examples):
                 votes[i, j], failed[i, j] = _vote(lf, x, indices[i], cardinality, fault_tolerant)
@@ -119,12 +115,14 @@ def apply_lfs(
     return LFOutput(L, names, failures)
 
 
-def _check_vote(name: str, v: Any, row: int, cardinality: int, fault_tolerant: bool) -> tuple[int, bool]:
+def _check_vote(
+    lf: LabelingFunction, v: Any, row: int, cardinality: int, fault_tolerant: bool
+) -> tuple[int, bool]:
     if not isinstance(v, int | np.integer) or isinstance(v, bool) or not ABSTAIN <= v < cardinality:
         if fault_tolerant:
             return ABSTAIN, True
         raise LFApplicationError(
-            f"labeling function {name!r} returned {v!r} on row {row}; expected ABSTAIN (-1) or a class index "
+            f"{lf.kind} {lf.name!r} returned {v!r} on row {row}; expected ABSTAIN (-1) or a class index "
             f"in 0..{cardinality - 1}"
         )
     return int(v), False

@@ -86,6 +86,8 @@ class LabelingFunction:
         pre: preprocessors run (in order) before ``f``.
     """
 
+    kind = "labeling function"  # how errors and reports name it
+
     def __init__(
         self,
         name: str,

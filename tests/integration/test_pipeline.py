@@ -54,6 +54,12 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
             assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert [e["step"] for e in evals] == [6, 12]
+    # Both tasks have slicing functions (tasks/spam.py:SFS): every split reports each slice with its size.
+    slices = report["metrics"]["test"]["sms"]["slices"]
+    assert list(slices) == ["short", "has_link", "has_number", "all_caps"]
+    assert all(0 <= s["n"] < 500 for s in slices.values()) and slices["short"]["n"] > 0
+    assert "## Slices" in (run / "report.md").read_text()
+    assert (run / "slices.csv").read_text().startswith("task,split,slice,n,metric")
     # Same seed, same numbers: heads, shuffling and task order all start from `seed`.
     _run(
         "mtl-train",

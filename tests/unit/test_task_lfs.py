@@ -33,3 +33,18 @@ def test_spam_lfs() -> None:
     assert sms["phone_number"]({"text": "Call 09061701461 to claim"}) == 1
     assert sms["personal_chat"]({"text": "I'll be home tonight"}) == 0
     assert sms["personal_chat"]({"text": "I'm giving you a free prize"}) == ABSTAIN
+
+
+def test_shipped_slicing_functions() -> None:
+    from mtl.slicing import load_sfs
+
+    tweets = {sf.name: sf for sf in load_sfs("tasks/tweets.py:SFS")}
+    assert tweets["negation"]({"text": "I don't like it"}) == 1 and tweets["negation"]({"text": "nice"}) == 0
+    assert tweets["retweet"]({"text": "RT @bob: hi"}) == 1 and tweets["link"]({"text": "http://x"}) == 1
+    assert tweets["sarcasm_marker"]({"text": "Thanks a lot @united, 5 hours late"}) == 1
+    spam = {sf.name: sf for sf in load_sfs("tasks/spam.py:SFS")}
+    assert spam["all_caps"]({"text": "WINNER!! CLAIM YOUR PRIZE NOW"}) == 1
+    assert spam["has_number"]({"text": "call 08001234"}) == 1
+    sentiment = {sf.name: sf for sf in load_sfs("tasks/sentiment.py:SFS")}
+    assert sentiment["contrast"]({"text": "pretty, but empty"}) == 1
+    assert sentiment["negation"]({"text": "never boring"}) == 1
