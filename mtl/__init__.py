@@ -10,7 +10,8 @@ Example:
 from mtl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, SplitConfig, TaskConfig, TrainerConfig
 from mtl.data import DataError, load_task_splits, load_tasks
-from mtl.model import ClassificationHead, MultitaskModel, build_encoder, soft_cross_entropy
+from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head, soft_cross_entropy
+from mtl.model import MultitaskModel, build_encoder
 from mtl.trainer import FitResult, Trainer
 from mtl.types import ABSTAIN
 
@@ -23,12 +24,15 @@ __all__ = [
     "FitResult",
     "HeadConfig",
     "MultitaskModel",
+    "SliceAwareHead",
     "SourceConfig",
     "SplitConfig",
     "TaskConfig",
     "Trainer",
     "TrainerConfig",
+    "UpweightHead",
     "build_encoder",
+    "build_head",
     "load_checkpoint",
     "load_task_splits",
     "load_tasks",

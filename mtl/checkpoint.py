@@ -32,7 +32,8 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from mtl.config import HeadConfig, TaskConfig
 from mtl.data import as_task_config
-from mtl.model import ClassificationHead, MultitaskModel
+from mtl.heads import TaskHead, build_head
+from mtl.model import MultitaskModel
 from mtl.types import MtlError
 
 FORMAT_VERSION = 1
@@ -68,6 +69,7 @@ def save_checkpoint(
             "label_names": list(task.label_names),
             "head": asdict(task.head),
             "in_features": model.hidden_size,
+            "num_slices": model.num_slices[name],
             "config": asdict(task),
         }
         (tmp / "heads" / f"{name}.json").write_text(json.dumps(meta, indent=2))
@@ -121,7 +123,7 @@ def load_checkpoint(
         )
     encoder = AutoModel.from_pretrained(root / "encoder", use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(root / "encoder")
-    heads: dict[str, ClassificationHead] = {}
+    heads: dict[str, TaskHead] = {}
     tasks: dict[str, TaskConfig] = {}
     for name in info["tasks"]:
         meta = json.loads((root / "heads" / f"{name}.json").read_text())
@@ -131,8 +133,11 @@ def load_checkpoint(
                 f"{root}: head {name!r} expects {meta['in_features']} features but the encoder's hidden size "
                 f"is {encoder.config.hidden_size}"
             )
-        head = ClassificationHead(
-            int(meta["in_features"]), len(meta["label_names"]), HeadConfig(**meta["head"])
+        head = build_head(
+            int(meta["in_features"]),
+            len(meta["label_names"]),
+            HeadConfig(**meta["head"]),
+            int(meta.get("num_slices", 0)),
         )
         state: dict[str, torch.Tensor] = load_file(str(root / "heads" / f"{name}.safetensors"))
         head.load_state_dict(state)

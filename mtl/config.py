@@ -104,10 +104,23 @@ class SplitConfig:
 
 @dataclass
 class HeadConfig:
-    """A task head: dropout, an optional hidden layer, then a linear layer to the classes."""
+    """A task head (see ``mtl.heads``).
 
+    Attributes:
+        type: ``plain`` (dropout, optional hidden layer, linear), ``upweight`` (plain, with the loss of
+            rows in critical slices multiplied) or ``slice_aware`` (slice indicators and experts
+            combined by attention); the slice heads need the task's ``slices``.
+        hidden_size: a hidden layer of this size before the output layer (0: none).
+        dropout: dropout before each linear layer.
+        slice_weight: ``upweight``: a row's loss counts ``1 + slice_weight`` times per slice it is in.
+        slice_loss_weight: ``slice_aware``: weight of the indicator and expert losses beside the task's.
+    """
+
+    type: str = "plain"
     hidden_size: int = 0
     dropout: float = 0.1
+    slice_weight: float = 2.0
+    slice_loss_weight: float = 1.0
 
 
 @dataclass

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from mtl.config import SourceConfig, SplitConfig, TaskConfig
+from mtl.heads import HEAD_TYPES
 from mtl.metrics import METRICS
 from mtl.sources import SPLITS, DataError, RawRow, files_for, read_rows, resolve_path
 from mtl.types import ABSTAIN
@@ -61,6 +62,10 @@ def validate_task(task: str, cfg: TaskConfig) -> None:
         raise DataError(
             f"task {task!r}: labels must be gold, weak, or a train_probs.npy path, got {cfg.labels!r}"
         )
+    if cfg.head.type not in HEAD_TYPES:
+        raise DataError(f"task {task!r}: head.type {cfg.head.type!r} is not one of {list(HEAD_TYPES)}")
+    if cfg.head.type != "plain" and not cfg.slices:
+        raise DataError(f"task {task!r}: head.type {cfg.head.type!r} needs slicing functions (set `slices`)")
     if not 0 <= cfg.head.dropout < 1 or cfg.head.hidden_size < 0:
         raise DataError(f"task {task!r}: head.dropout must be in [0, 1) and head.hidden_size >= 0")
 

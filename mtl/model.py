@@ -2,6 +2,7 @@
 
 Example:
     >>> from mtl.config import EncoderConfig, HeadConfig
+    >>> from mtl.heads import ClassificationHead
     >>> enc, tok = build_encoder(EncoderConfig(name_or_path="path/to/bert"))  # doctest: +SKIP
     >>> model = MultitaskModel(enc, {"spam": ClassificationHead(384, 2, HeadConfig())})  # doctest: +SKIP
     >>> logits = model(tok(["hi"], return_tensors="pt"), "spam")  # doctest: +SKIP
@@ -12,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from mtl.config import EncoderConfig, HeadConfig
-from mtl.types import ABSTAIN
+from mtl.config import EncoderConfig
+from mtl.heads import ClassificationHead, TaskHead, soft_cross_entropy
 
 POOLINGS = ("mean", "cls")
 _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -38,23 +38,6 @@ def build_encoder(cfg: EncoderConfig) -> tuple[PreTrainedModel, PreTrainedTokeni
     return encoder, tokenizer
 
 
-class ClassificationHead(nn.Module):
-    """Dropout, an optional hidden layer (GELU), then a linear layer to ``num_classes`` logits."""
-
-    def __init__(self, in_features: int, num_classes: int, cfg: HeadConfig) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
-        if cfg.hidden_size > 0:
-            layers += [nn.Linear(in_features, cfg.hidden_size), nn.GELU(), nn.Dropout(cfg.dropout)]
-            in_features = cfg.hidden_size
-        layers.append(nn.Linear(in_features, num_classes))
-        self.net = nn.Sequential(*layers)
-        self.num_classes = num_classes
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net(pooled)
-
-
 class MultitaskModel(nn.Module):
     """A shared encoder feeding one head per task.
 
@@ -65,7 +48,7 @@ class MultitaskModel(nn.Module):
     """
 
     def __init__(
-        self, encoder: PreTrainedModel, heads: Mapping[str, ClassificationHead], pooling: str = "mean"
+        self, encoder: PreTrainedModel, heads: Mapping[str, TaskHead], pooling: str = "mean"
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -75,7 +58,8 @@ class MultitaskModel(nn.Module):
             raise ValueError(f"task names must be non-empty and contain no '.': {bad}")
         self.encoder = encoder
         self.heads = nn.ModuleDict(dict(heads))
-        self.num_classes = {task: head.num_classes for task, head in heads.items()}
+        self.num_classes: dict[str, int] = {task: int(head.num_classes) for task, head in heads.items()}
+        self.num_slices: dict[str, int] = {task: int(head.num_slices) for task, head in heads.items()}
         self.pooling = pooling
 
     @property
@@ -91,11 +75,16 @@ class MultitaskModel(nn.Module):
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
-    def forward(self, batch: Mapping[str, torch.Tensor], task: str) -> torch.Tensor:
-        """Return the logits (batch x classes) of ``task``'s head."""
+    def forward(self, batch: Mapping[str, torch.Tensor], task: str, *, loss: bool = False) -> torch.Tensor:
+        """The logits (batch x classes) of ``task``'s head or, with ``loss=True``, the head's training
+        loss on the batch's ``labels`` (and ``slices``, for slice heads)."""
         if task not in self.heads:
             raise KeyError(f"no head for task {task!r}; heads: {sorted(self.heads)}")
-        return self.heads[task](self.encode(batch))
+        pooled = self.encode(batch)
+        head: TaskHead = self.heads[task]  # type: ignore[assignment]
+        if loss:
+            return head.loss(pooled, batch["labels"], batch.get("slices"))
+        return head(pooled)
 
     def forward_all(self, batch: Mapping[str, torch.Tensor], tasks: list[str]) -> dict[str, torch.Tensor]:
         """One encoder pass, every requested head on it: task name to logits."""
@@ -103,27 +92,4 @@ class MultitaskModel(nn.Module):
         return {t: self.heads[t](pooled) for t in tasks}
 
 
-def soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against hard labels (ints, ``ABSTAIN`` masked) or soft labels (probability rows).
-
-    A soft row is a distribution scaled by its weight: a row summing to w (0 < w <= 1) is the normalised
-    distribution counted with weight w (how uncovered rows are kept at low weight), a row of zeros is
-    masked like an abstain. The mean is over unmasked rows. Returns 0 (with a gradient path) when every
-    row in the batch is masked, so a batch of abstains does not produce NaN.
-    """
-    logits = logits.float()
-    if labels.dtype.is_floating_point:
-        if labels.shape != logits.shape:
-            raise ValueError(
-                f"soft labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}"
-            )
-        weight = labels.sum(-1)
-        mask = weight > 0
-        target = labels / weight.unsqueeze(-1).clamp(min=1e-12)
-        per_row = -(target * F.log_softmax(logits, -1)).sum(-1) * weight.clamp(max=1.0)
-    else:
-        mask = labels != ABSTAIN
-        per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
-    if not bool(mask.any()):
-        return logits.sum() * 0.0
-    return per_row[mask].mean()
+__all__ = ["POOLINGS", "ClassificationHead", "MultitaskModel", "build_encoder", "soft_cross_entropy"]

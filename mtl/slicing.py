@@ -21,6 +21,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from mtl.config import TaskConfig
 from mtl.types import MtlError
 from mtl.weak.apply import apply_lfs
 from mtl.weak.lf import Example, LabelingFunction, Preprocessor, load_object
@@ -70,3 +71,8 @@ def slice_matrix(
     ``fault_tolerant`` a failing SF leaves the row out of its slice."""
     out = apply_lfs(ds, sfs, 2, num_proc=num_proc, fault_tolerant=fault_tolerant)
     return (out.L == 1).astype(np.int8)
+
+
+def num_slices(task: TaskConfig) -> int:
+    """How many slicing functions a task has (0 without ``slices``)."""
+    return len(load_sfs(task.slices)) if task.slices else 0

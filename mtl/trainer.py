@@ -30,7 +30,7 @@ from mtl.checkpoint import load_checkpoint, save_checkpoint
 from mtl.config import TaskConfig, TrainerConfig
 from mtl.data import Collator, LengthGroupedBatchSampler
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
-from mtl.model import MultitaskModel, soft_cross_entropy
+from mtl.model import MultitaskModel
 from mtl.sampling import epoch_schedule
 
 
@@ -248,7 +248,7 @@ class Trainer:
             for task in epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature):
                 batch = next_batch(task)
                 with acc.accumulate(model):
-                    loss = soft_cross_entropy(model(batch, task), batch["labels"])
+                    loss = model(batch, task, loss=True)
                     acc.backward(loss * self.tasks[task].loss_weight)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -14,8 +14,10 @@ from mtl.cli import user_errors
 from mtl.config import CONF_DIR, EncoderConfig, TrainerConfig
 from mtl.data import load_tasks
 from mtl.evaluate import mean_metric, write_report
-from mtl.model import ClassificationHead, MultitaskModel, build_encoder
+from mtl.heads import build_head
+from mtl.model import MultitaskModel, build_encoder
 from mtl.runs import resolved, task_configs
+from mtl.slicing import num_slices
 from mtl.trainer import Trainer
 
 log = logging.getLogger("mtl.train")
@@ -34,7 +36,7 @@ def main(cfg: DictConfig) -> float:
     for name, dsd in data.items():
         log.info("task %s: %s", name, {s: len(d) for s, d in dsd.items()})
     hidden = int(encoder.config.hidden_size)
-    heads = {t: ClassificationHead(hidden, len(c.label_names), c.head) for t, c in tasks.items()}
+    heads = {t: build_head(hidden, len(c.label_names), c.head, num_slices(c)) for t, c in tasks.items()}
     model = MultitaskModel(encoder, heads, pooling=enc_cfg.pooling)
     trainer = Trainer(
         model,

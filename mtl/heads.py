@@ -1,0 +1,171 @@
+"""Task heads: plain, slice upweighting, and slice-aware (slice-based learning).
+
+Every head maps the pooled encoder vector to class logits (``forward``) and computes its own training
+loss from the batch's labels and slice memberships (``loss``), so the training loop stays one loop.
+
+* ``ClassificationHead`` (``head.type: plain``): dropout, optional hidden layer, linear to the classes.
+* ``UpweightHead`` (``upweight``): the plain head; a training row's loss is multiplied by
+  ``1 + slice_weight`` for each critical slice it is in.
+* ``SliceAwareHead`` (``slice_aware``), after slice-based learning (Chen et al., NeurIPS 2019): for
+  the base "all examples" slice and every critical slice, an *indicator* (is this example in the
+  slice? trained with binary cross-entropy on the slice matrix) and an *expert* representation (a
+  linear map of the pooled vector, trained with its own prediction layer on the slice's examples only);
+  the experts are combined by attention over the indicators' confidence, and the combined
+  representation feeds the task's prediction layer (a plain head). Unlike Snorkel's binary-only
+  version, every piece works for any number of classes and on soft labels, and the head needs the
+  slice memberships only for training: at prediction time the indicators stand in for them.
+
+Example:
+    >>> import torch
+    >>> head = SliceAwareHead(8, 3, HeadConfig(type="slice_aware"), num_slices=2)
+    >>> head(torch.randn(4, 8)).shape
+    torch.Size([4, 3])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtl.config import HeadConfig
+from mtl.types import ABSTAIN
+
+HEAD_TYPES = ("plain", "upweight", "slice_aware")
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, row_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy against hard labels (ints, ``ABSTAIN`` masked) or soft labels (probability rows).
+
+    A soft row is a distribution scaled by its weight: a row summing to w (0 < w <= 1) is the normalised
+    distribution counted with weight w (how uncovered rows are kept at low weight), a row of zeros is
+    masked like an abstain. ``row_weight`` multiplies each row's loss further (slice upweighting). The
+    mean is over unmasked rows. Returns 0 (with a gradient path) when every row in the batch is masked,
+    so a batch of abstains does not produce NaN.
+    """
+    logits = logits.float()
+    if labels.dtype.is_floating_point:
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"soft labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}"
+            )
+        weight = labels.sum(-1)
+        mask = weight > 0
+        target = labels / weight.unsqueeze(-1).clamp(min=1e-12)
+        per_row = -(target * F.log_softmax(logits, -1)).sum(-1) * weight.clamp(max=1.0)
+    else:
+        mask = labels != ABSTAIN
+        per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    if row_weight is not None:
+        per_row = per_row * row_weight.to(per_row.dtype)
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    return per_row[mask].mean()
+
+
+class ClassificationHead(nn.Module):
+    """Dropout, an optional hidden layer (GELU), then a linear layer to ``num_classes`` logits."""
+
+    def __init__(self, in_features: int, num_classes: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
+        if cfg.hidden_size > 0:
+            layers += [nn.Linear(in_features, cfg.hidden_size), nn.GELU(), nn.Dropout(cfg.dropout)]
+            in_features = cfg.hidden_size
+        layers.append(nn.Linear(in_features, num_classes))
+        self.net = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.num_slices = 0
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.net(pooled)
+
+    def loss(self, pooled: torch.Tensor, labels: torch.Tensor, slices: torch.Tensor | None) -> torch.Tensor:
+        """The training loss of a batch (``slices``: rows x slices 0/1, unused by the plain head)."""
+        return soft_cross_entropy(self(pooled), labels)
+
+
+class UpweightHead(ClassificationHead):
+    """A plain head whose training loss counts a row ``1 + slice_weight x (number of its slices)`` times."""
+
+    def __init__(self, in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int) -> None:
+        super().__init__(in_features, num_classes, cfg)
+        self.num_slices = num_slices
+        self.slice_weight = cfg.slice_weight
+
+    def loss(self, pooled: torch.Tensor, labels: torch.Tensor, slices: torch.Tensor | None) -> torch.Tensor:
+        if slices is None:
+            raise ValueError("an upweight head needs the batch's slice memberships ('slices')")
+        weight = 1.0 + self.slice_weight * slices.float().sum(-1)
+        return soft_cross_entropy(self(pooled), labels, weight)
+
+
+class SliceAwareHead(nn.Module):
+    """Slice indicators + slice experts combined by attention, feeding a plain prediction head.
+
+    Slot 0 is the base slice (every example); slots 1..s are the task's slicing functions in order.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int) -> None:
+        super().__init__()
+        slots = num_slices + 1
+        self.num_classes, self.num_slices = num_classes, num_slices
+        self.indicators = nn.Linear(in_features, slots)
+        self.experts = nn.Linear(in_features, slots * in_features)
+        self.expert_predictors = nn.Parameter(torch.empty(slots, in_features, num_classes))
+        self.expert_bias = nn.Parameter(torch.zeros(slots, num_classes))
+        nn.init.xavier_uniform_(self.expert_predictors)
+        self.prediction = ClassificationHead(in_features, num_classes, cfg)
+        self.aux_weight = cfg.slice_loss_weight
+
+    def _parts(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, d = pooled.shape
+        ind_logits = self.indicators(pooled)  # (n, slots)
+        experts = F.gelu(self.experts(pooled)).view(n, -1, d)  # (n, slots, d)
+        # attention by indicator confidence: the base slot is always "in", so it never gets zero weight
+        attn = torch.softmax(F.logsigmoid(ind_logits), dim=-1)  # (n, slots)
+        combined = (attn.unsqueeze(-1) * experts).sum(1)  # (n, d)
+        return ind_logits, experts, combined
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.prediction(self._parts(pooled)[2])
+
+    def loss(self, pooled: torch.Tensor, labels: torch.Tensor, slices: torch.Tensor | None) -> torch.Tensor:
+        if slices is None:
+            raise ValueError("a slice-aware head needs the batch's slice memberships ('slices')")
+        ind_logits, experts, combined = self._parts(pooled)
+        member = torch.cat([torch.ones_like(slices[:, :1]), slices], dim=1).float()  # (n, slots)
+        task = soft_cross_entropy(self.prediction(combined), labels)
+        indicator = (
+            F.binary_cross_entropy_with_logits(ind_logits[:, 1:].float(), member[:, 1:])
+            if self.num_slices
+            else ind_logits.sum() * 0.0
+        )
+        # each expert predicts the task from its own representation, trained on its slice's rows only
+        expert_logits = torch.einsum("nsd,sdk->nsk", experts, self.expert_predictors) + self.expert_bias
+        expert_losses = []
+        for s in range(member.shape[1]):
+            rows = member[:, s] > 0
+            if bool(rows.any()):
+                expert_losses.append(soft_cross_entropy(expert_logits[rows, s], labels[rows]))
+        expert = torch.stack(expert_losses).mean()
+        return task + self.aux_weight * (indicator + expert)
+
+
+TaskHead = ClassificationHead | SliceAwareHead
+"""Any head (``UpweightHead`` is a ``ClassificationHead``): ``forward(pooled)``, ``loss(...)``,
+``num_classes``, ``num_slices``."""
+
+
+def build_head(in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int) -> TaskHead:
+    """The head ``cfg.type`` names; slice heads need at least one slice."""
+    if cfg.type not in HEAD_TYPES:
+        raise ValueError(f"head.type must be one of {HEAD_TYPES}, got {cfg.type!r}")
+    if cfg.type == "plain":
+        return ClassificationHead(in_features, num_classes, cfg)
+    if num_slices < 1:
+        raise ValueError(f"head.type {cfg.type!r} needs slicing functions (the task's `slices`)")
+    cls = UpweightHead if cfg.type == "upweight" else SliceAwareHead
+    return cls(in_features, num_classes, cfg, num_slices)

@@ -1,0 +1,101 @@
+"""Plain, upweight and slice-aware heads: shapes, losses, gradients, any number of classes, soft labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtl.checkpoint import load_checkpoint
+from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
+from mtl.data import load_tasks
+from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head
+from mtl.model import MultitaskModel, build_encoder
+from mtl.trainer import Trainer
+
+
+def test_upweight_loss_counts_slice_rows_more() -> None:
+    torch.manual_seed(0)
+    head = UpweightHead(8, 3, HeadConfig(type="upweight", slice_weight=2.0, dropout=0.0), num_slices=2)
+    pooled, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 1])
+    slices = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 0]], dtype=torch.int8)
+    ce = F.cross_entropy(head(pooled), labels, reduction="none")
+    expected = (ce * torch.tensor([1.0, 3.0, 5.0, 1.0])).mean()
+    torch.testing.assert_close(head.loss(pooled, labels, slices), expected)
+    with pytest.raises(ValueError, match="needs the batch's slice memberships"):
+        head.loss(pooled, labels, None)
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_slice_aware_head_multiclass_soft_labels_and_gradients(num_classes: int) -> None:
+    torch.manual_seed(0)
+    head = SliceAwareHead(8, num_classes, HeadConfig(type="slice_aware", dropout=0.0), num_slices=3)
+    pooled = torch.randn(6, 8)
+    assert head(pooled).shape == (6, num_classes)
+    soft = torch.softmax(torch.randn(6, num_classes), -1)
+    slices = torch.tensor(
+        [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.int8
+    )
+    loss = head.loss(pooled, soft, slices)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    for name, p in head.named_parameters():
+        assert p.grad is not None, name
+    # slice 3 has no rows in this batch: its expert's own predictor gets no gradient from it
+    assert torch.all(head.expert_predictors.grad[3] == 0)
+    assert torch.any(head.expert_predictors.grad[1] != 0)
+    hard = soft.argmax(-1)
+    assert torch.isfinite(head.loss(pooled, hard, slices))
+
+
+def test_build_head_and_bad_options() -> None:
+    assert type(build_head(8, 2, HeadConfig(), 0)) is ClassificationHead
+    assert isinstance(build_head(8, 2, HeadConfig(type="slice_aware"), 2), SliceAwareHead)
+    with pytest.raises(ValueError, match="needs slicing functions"):
+        build_head(8, 2, HeadConfig(type="upweight"), 0)
+    with pytest.raises(ValueError, match="head.type must be one of"):
+        build_head(8, 2, HeadConfig(type="fancy"), 1)
+
+
+def _sfs_file(tmp_path: Path) -> str:
+    (tmp_path / "sfs.py").write_text(
+        "from mtl.slicing import slicing_function\n"
+        "@slicing_function()\ndef money(x):\n    return 'cash' in x['text']\n"
+        "@slicing_function()\ndef greeting(x):\n    return 'hello' in x['text']\n"
+        "SFS = [money, greeting]\n"
+    )
+    return f"{tmp_path}/sfs.py:SFS"
+
+
+@pytest.mark.parametrize("head_type", ["upweight", "slice_aware"])
+def test_training_and_checkpoint_with_slice_heads(
+    head_type: str, tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
+    task = TaskConfig(
+        label_names=["ham", "spam"],
+        source=SourceConfig(format="wrench", path=str(spam_folder)),
+        slices=_sfs_file(tmp_path),
+        head=HeadConfig(type=head_type),
+    )
+    data = load_tasks({"spam": task}, tok, 32, tmp_path / "cache")
+    model = MultitaskModel(enc, {"spam": build_head(32, 2, task.head, 2)})
+    cfg = TrainerConfig(
+        epochs=2,
+        batch_size=8,
+        eval_batch_size=16,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
+    )
+    result = Trainer(model, tok, {"spam": task}, data, cfg, tmp_path / "run", max_length=32, seed=0).fit()
+    assert set(result.best_dev["spam"]["slices"]) == {"money", "greeting"}
+    loaded, _, tasks, _ = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert tasks["spam"].head.type == head_type
+    assert (
+        json.loads((tmp_path / "run" / "checkpoint" / "heads" / "spam.json").read_text())["num_slices"] == 2
+    )
+    batch = tok(["win cash", "hello"], padding=True, return_tensors="pt")
+    torch.testing.assert_close(loaded(batch, "spam"), model.eval()(batch, "spam"))
