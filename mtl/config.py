@@ -154,6 +154,28 @@ class WeakConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Augmenting a task's training split with transformation functions (applied once, cached).
+
+    Attributes:
+        tfs: the TFs, as ``path/to/file.py:NAME`` (a list) or ``module:NAME``; None: no augmentation.
+        policy: ``random`` (``n_tfs`` TFs drawn uniformly per copy) or ``mean_field`` (each TF applied
+            with its probability in ``probabilities``).
+        n_tfs: TFs applied in sequence per copy (``random``).
+        probabilities: one per TF (``mean_field``).
+        copies: augmented copies made per example.
+        keep_original: keep the original examples beside the copies.
+    """
+
+    tfs: str | None = None
+    policy: str = "random"
+    n_tfs: int = 1
+    probabilities: list[float] = field(default_factory=list)
+    copies: int = 1
+    keep_original: bool = True
+
+
+@dataclass
 class TaskConfig:
     """One task: its data, classes, metric and head. The task's name is its key under ``tasks``.
 
@@ -162,7 +184,8 @@ class TaskConfig:
     written by ``mtl-label`` (rows of class probabilities aligned with the train split).
 
     ``slices`` names the task's slicing functions (``path/to/file.py:NAME``, a list of SFs): every
-    evaluation then reports the metric on each slice too.
+    evaluation then reports the metric on each slice too. ``augment`` adds transformed copies of the
+    training examples (see ``AugmentConfig``).
     """
 
     label_names: list[str] = MISSING
@@ -174,6 +197,7 @@ class TaskConfig:
     labels: str = "gold"
     weak: WeakConfig = field(default_factory=WeakConfig)
     slices: str | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass

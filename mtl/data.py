@@ -285,6 +285,10 @@ def load_tasks(
         dsd = load_task_splits(name, cfg, cache_dir, seed)
         if cfg.labels != "gold":
             dsd["train"] = training_targets(name, cfg, dsd, cache_dir)
+        if cfg.augment.tfs:  # before slicing: an augmented text is sliced like any other
+            from mtl.augment import augment
+
+            dsd["train"] = augment(name, dsd["train"], cfg.augment, seed)
         if cfg.slices:
             dsd = add_slices(cfg.slices, dsd)
         out[name] = datasets.DatasetDict({s: tokenize(ds, tokenizer, max_length) for s, ds in dsd.items()})

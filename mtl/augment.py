@@ -1,0 +1,318 @@
+"""Transformation functions (TFs): label-preserving augmentations of training examples, with policies.
+
+A TF takes an example (a dict with ``text``) and a seeded ``random.Random`` and returns a transformed
+copy, or ``None`` when it does not apply. A policy decides which TFs make each augmented copy:
+``random`` (``n_tfs`` TFs drawn uniformly) or ``mean_field`` (each TF applied with its own probability).
+``augment`` applies a policy to a training split once, through ``Dataset.map`` (so the result is
+cached), seeded per row and copy: the same seed gives the same augmented set.
+
+Example:
+    >>> import random
+    >>> from mtl.augment import typo
+    >>> typo({"text": "wonderful flight"}, random.Random(0))["text"] != "wonderful flight"
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import datasets
+
+from mtl.config import AugmentConfig
+from mtl.types import MtlError
+from mtl.weak.lf import Example, Preprocessor, load_object
+
+POLICIES = ("random", "mean_field")
+
+
+class TransformationFunction:
+    """A named augmentation: ``tf(x, rng)`` runs its preprocessors, then ``f(x, rng, **resources)``.
+
+    ``f`` gets a copy of the example and returns the transformed example (a dict with a ``text``
+    string) or ``None`` when it does not apply.
+    """
+
+    kind = "transformation function"
+
+    def __init__(
+        self,
+        name: str,
+        f: Callable[..., Example | None],
+        resources: Mapping[str, Any] | None = None,
+        pre: Sequence[Preprocessor] | None = None,
+    ) -> None:
+        self.name, self.f, self.resources, self.pre = name, f, dict(resources or {}), list(pre or [])
+
+    def __call__(self, x: Example, rng: random.Random) -> Example | None:
+        x = dict(x)
+        for p in self.pre:
+            x = p(x)
+        out = self.f(x, rng, **self.resources)
+        if out is not None and (not isinstance(out, dict) or not isinstance(out.get("text"), str)):
+            raise MtlError(
+                f"transformation function {self.name!r} returned {type(out).__name__}; expected a dict "
+                "with a 'text' string (the transformed example) or None"
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"TransformationFunction({self.name!r})"
+
+
+def transformation_function(
+    name: str | None = None,
+    resources: Mapping[str, Any] | None = None,
+    pre: Sequence[Preprocessor] | None = None,
+) -> Callable[[Callable[..., Example | None]], TransformationFunction]:
+    """Decorator making a ``TransformationFunction``; the name defaults to the function's."""
+
+    def wrap(f: Callable[..., Example | None]) -> TransformationFunction:
+        return TransformationFunction(name or f.__name__, f, resources, pre)
+
+    return wrap
+
+
+def load_tfs(ref: str) -> list[TransformationFunction]:
+    """The TFs named by a config reference (``file.py:NAME`` or ``module:NAME``)."""
+    obj = load_object(ref)
+    tfs = list(obj) if isinstance(obj, list | tuple) else None
+    if not tfs or not all(isinstance(tf, TransformationFunction) for tf in tfs):
+        raise MtlError(f"{ref!r} must be a non-empty list of TransformationFunction objects")
+    return tfs
+
+
+def _apply_policy(
+    x: Example, tfs: Sequence[TransformationFunction], cfg: AugmentConfig, rng: random.Random, row: int
+) -> Example | None:
+    if cfg.policy == "random":
+        chosen = [tfs[rng.randrange(len(tfs))] for _ in range(cfg.n_tfs)]
+    else:
+        chosen = [tf for tf, p in zip(tfs, cfg.probabilities, strict=True) if rng.random() < p]
+    out: Example | None = None
+    for tf in chosen:
+        try:
+            res = tf(out or x, rng)
+        except MtlError:
+            raise
+        except Exception as e:
+            raise MtlError(
+                f"transformation function {tf.name!r} failed on row {row}: {type(e).__name__}: {e}"
+            ) from e
+        out = res if res is not None else out
+    return out
+
+
+def validate_augment(task: str, cfg: AugmentConfig, n_tfs: int) -> None:
+    """Config errors naming the task and the key."""
+    if cfg.policy not in POLICIES:
+        raise MtlError(f"task {task!r}: augment.policy {cfg.policy!r} is not one of {list(POLICIES)}")
+    if cfg.policy == "mean_field" and len(cfg.probabilities) != n_tfs:
+        raise MtlError(
+            f"task {task!r}: augment.probabilities needs one probability per TF ({n_tfs}), "
+            f"got {len(cfg.probabilities)}"
+        )
+    if cfg.copies < 1 or cfg.n_tfs < 1:
+        raise MtlError(f"task {task!r}: augment.copies and augment.n_tfs must be >= 1")
+
+
+def augment(task: str, ds: datasets.Dataset, cfg: AugmentConfig, seed: int) -> datasets.Dataset:
+    """The training split with ``cfg.copies`` augmented copies per example (and the originals when
+    ``keep_original``); every other column (labels, soft labels) is copied to the augmented rows. A copy
+    that no chosen TF applies to is not added."""
+    assert cfg.tfs
+    tfs = load_tfs(cfg.tfs)
+    validate_augment(task, cfg, len(tfs))
+    columns = ds.column_names
+
+    def batch_fn(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {c: [] for c in columns}
+        for i, row in enumerate(indices):
+            x = {c: batch[c][i] for c in columns}
+            if cfg.keep_original:
+                for c in columns:
+                    out[c].append(x[c])
+            for copy in range(cfg.copies):
+                rng = random.Random(f"{seed}-{row}-{copy}")
+                new = _apply_policy(x, tfs, cfg, rng, row)
+                if new is not None and new["text"] != x["text"]:
+                    for c in columns:
+                        out[c].append(new["text"] if c == "text" else x[c])
+        return out
+
+    return ds.map(batch_fn, batched=True, with_indices=True, desc=f"augment {task}")
+
+
+# ---------------------------------------------------------------------------------------------- library
+
+_NEGATIONS = frozenset(
+    [
+        "not",
+        "no",
+        "never",
+        "nothing",
+        "nobody",
+        "none",
+        "nor",
+        "neither",
+        "cannot",
+        "n't",
+        "don't",
+        "didn't",
+        "doesn't",
+        "isn't",
+        "wasn't",
+        "won't",
+        "can't",
+        "couldn't",
+        "shouldn't",
+        "wouldn't",
+        "aren't",
+        "weren't",
+        "hardly",
+    ]
+)
+
+
+@functools.lru_cache(maxsize=1)
+def sentiment_words() -> frozenset[str]:
+    """Words that carry sentiment (VADER's lexicon) plus negations: the TFs below never touch them."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return frozenset(SentimentIntensityAnalyzer().lexicon) | _NEGATIONS
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z']+")
+
+
+def _free_words(text: str) -> list[re.Match[str]]:
+    """Word matches that may be changed: alphabetic, not sentiment-bearing, not negations."""
+    blocked = sentiment_words()
+    return [m for m in _WORD.finditer(text) if m.group().lower() not in blocked]
+
+
+def _replace(text: str, m: re.Match[str], new: str) -> str:
+    return text[: m.start()] + new + text[m.end() :]
+
+
+@transformation_function()
+def swap_words(x: Example, rng: random.Random) -> Example | None:
+    """Swap two non-sentiment words."""
+    words = _free_words(x["text"])
+    if len(words) < 2:
+        return None
+    a, b = sorted(rng.sample(words, 2), key=lambda m: m.start())
+    t = x["text"]
+    return {**x, "text": t[: a.start()] + b.group() + t[a.end() : b.start()] + a.group() + t[b.end() :]}
+
+
+@transformation_function()
+def delete_word(x: Example, rng: random.Random) -> Example | None:
+    """Delete one non-sentiment word (only from texts of 4+ words)."""
+    words = _free_words(x["text"])
+    if len(x["text"].split()) < 4 or not words:
+        return None
+    m = rng.choice(words)
+    return {**x, "text": re.sub(r"\s{2,}", " ", _replace(x["text"], m, "")).strip()}
+
+
+@transformation_function()
+def insert_word(x: Example, rng: random.Random) -> Example | None:
+    """Repeat a non-sentiment word of the text at another word boundary."""
+    words = _free_words(x["text"])
+    if not words:
+        return None
+    word = rng.choice(words).group()
+    spaces = [m.start() for m in re.finditer(r" ", x["text"])]
+    if not spaces:
+        return None
+    at = rng.choice(spaces)
+    return {**x, "text": x["text"][:at] + " " + word + x["text"][at:]}
+
+
+@transformation_function()
+def typo(x: Example, rng: random.Random) -> Example | None:
+    """Swap two adjacent letters inside a word of 4+ letters (a typing slip)."""
+    words = [m for m in _WORD.finditer(x["text"]) if len(m.group()) >= 4]
+    if not words:
+        return None
+    m = rng.choice(words)
+    w = m.group()
+    i = rng.randrange(1, len(w) - 2)
+    return {**x, "text": _replace(x["text"], m, w[:i] + w[i + 1] + w[i] + w[i + 2 :])}
+
+
+_HANDLES = ["@alex", "@sam_k", "@newsdesk", "@jordan22", "@the_real_pat", "@maria"]
+_URLS = ["http://t.co/a1b2c3", "https://example.com/story", "http://bit.ly/x9y8", "www.example.org/page"]
+
+
+@transformation_function()
+def replace_entities(x: Example, rng: random.Random) -> Example | None:
+    """Replace URLs, @handles (not the first one, which often names the topic) and numbers with other
+    values of the same kind."""
+    text = x["text"]
+    new = re.sub(r"https?://\S+|www\.\S+", lambda _m: rng.choice(_URLS), text)
+    first = re.search(r"@\w+", new)
+    keep = first.group() if first else None
+    new = re.sub(r"@\w+", lambda m: m.group() if m.group() == keep else rng.choice(_HANDLES), new)
+    new = re.sub(
+        r"\b\d+\b", lambda m: str(rng.randrange(10 ** (len(m.group()) - 1), 10 ** len(m.group()))), new
+    )
+    return {**x, "text": new} if new != text else None
+
+
+class EmbeddingSynonyms:
+    """Nearest neighbours of whole words in an encoder's input-embedding table (offline "synonyms").
+
+    Neighbours by cosine can be antonyms ("good" ~ "bad"), which is why ``synonym_swap`` only replaces
+    non-sentiment words.
+    """
+
+    def __init__(self, name_or_path: str, k: int = 5) -> None:
+        self.name_or_path, self.k = name_or_path, k
+        self.words: list[str] = []
+        self.index: dict[str, int] = {}
+        self.matrix: Any = None
+
+    def _load(self) -> None:
+        """Read the embedding table on first use, so importing a task file stays cheap."""
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(self.name_or_path)
+        emb = AutoModel.from_pretrained(self.name_or_path).get_input_embeddings().weight.detach()
+        vocab = tok.get_vocab()
+        self.words = [w for w in vocab if w.isalpha() and len(w) > 2]
+        idx = torch.tensor([vocab[w] for w in self.words])
+        self.matrix = torch.nn.functional.normalize(emb[idx], dim=-1)
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one table per process, lives as long as it
+    def neighbours(self, word: str) -> tuple[str, ...]:
+        if self.matrix is None:
+            self._load()
+        i = self.index.get(word.lower())
+        if i is None:
+            return ()
+        sims = self.matrix @ self.matrix[i]
+        top = sims.topk(self.k + 1).indices.tolist()
+        blocked = sentiment_words()
+        return tuple(self.words[j] for j in top if j != i and self.words[j] not in blocked)
+
+
+def synonym_swap_tf(synonyms: EmbeddingSynonyms) -> TransformationFunction:
+    """Replace one non-sentiment word by one of its embedding neighbours."""
+
+    def f(x: Example, rng: random.Random) -> Example | None:
+        options = [(m, synonyms.neighbours(m.group())) for m in _free_words(x["text"])]
+        options = [(m, n) for m, n in options if n]
+        if not options:
+            return None
+        m, neighbours = rng.choice(options)
+        return {**x, "text": _replace(x["text"], m, rng.choice(neighbours))}
+
+    return TransformationFunction("synonym_swap", f)

@@ -1,0 +1,95 @@
+"""Transformation functions, policies and the augmented training split."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import datasets
+import pytest
+
+from mtl.augment import (
+    EmbeddingSynonyms,
+    augment,
+    delete_word,
+    replace_entities,
+    swap_words,
+    synonym_swap_tf,
+    transformation_function,
+    typo,
+)
+from mtl.config import AugmentConfig
+from mtl.types import MtlError
+
+
+def test_library_tfs_keep_sentiment_words_and_negations() -> None:
+    x = {"text": "the movie was not good but the popcorn tasted fine today", "label": 0}
+    for seed in range(30):
+        rng = random.Random(seed)
+        for tf in (swap_words, delete_word, typo):
+            out = tf(x, rng)
+            assert out is not None and out["label"] == 0
+            if tf is not typo:
+                assert {"not", "good", "fine"} <= set(out["text"].split())
+    assert delete_word({"text": "so good"}, random.Random(0)) is None  # too short to delete from
+    out = replace_entities({"text": "@united call 555 now http://t.co/x @bob"}, random.Random(0))
+    assert out is not None and out["text"].startswith("@united call ") and "http://t.co/x" not in out["text"]
+    assert replace_entities({"text": "nothing to replace"}, random.Random(0)) is None
+
+
+def test_embedding_synonyms_from_an_encoder_folder(tiny_encoder_dir: Path) -> None:
+    syn = EmbeddingSynonyms(str(tiny_encoder_dir), k=3)
+    neighbours = syn.neighbours("lunch")
+    assert 0 < len(neighbours) <= 3 and "lunch" not in neighbours
+    tf = synonym_swap_tf(syn)
+    out = tf({"text": "see you at lunch tomorrow"}, random.Random(0))
+    assert out is not None and out["text"] != "see you at lunch tomorrow"
+
+
+@transformation_function()
+def returns_text(x: dict, rng: random.Random) -> str:
+    return x["text"].upper()
+
+
+@transformation_function()
+def explodes(x: dict, rng: random.Random) -> dict:
+    raise RuntimeError("boom")
+
+
+TFS = [swap_words, typo]
+BAD = [returns_text]
+BOOM = [explodes]
+
+
+def _ds() -> datasets.Dataset:
+    texts = [f"word{i} alpha beta gamma delta" for i in range(20)] + ["ok"]
+    return datasets.Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(21)]})
+
+
+def test_random_policy_copies_labels_and_is_seeded() -> None:
+    ref = f"{Path(__file__).resolve()}:TFS"
+    cfg = AugmentConfig(tfs=ref, copies=2)
+    out = augment("t", _ds(), cfg, seed=0)
+    # "ok" has nothing to swap or mistype, and a copy equal to its original (a typo swapping "mm" in
+    # "gamma") is not added: at most 2 copies for each of the 20 other rows
+    originals = set(_ds()["text"])
+    new = [(t, y) for t, y in zip(out["text"], out["label"], strict=True) if t not in originals]
+    assert 36 <= len(new) <= 40 and len(out) == 21 + len(new)
+    by_prefix = {t.split()[0]: y for t, y in zip(_ds()["text"], _ds()["label"], strict=True)}
+    assert all(by_prefix.get(t.split()[0], y) == y for t, y in new)
+    assert list(augment("t", _ds(), cfg, seed=0)["text"]) == list(out["text"])
+    assert list(augment("t", _ds(), cfg, seed=1)["text"]) != list(out["text"])
+    only = augment("t", _ds(), AugmentConfig(tfs=ref, keep_original=False), seed=0)
+    assert 18 <= len(only) <= 20 and not set(only["text"]) & originals
+
+
+def test_mean_field_policy_and_errors() -> None:
+    ref = f"{Path(__file__).resolve()}:TFS"
+    never = augment("t", _ds(), AugmentConfig(tfs=ref, policy="mean_field", probabilities=[0.0, 0.0]), seed=0)
+    assert len(never) == 21
+    with pytest.raises(MtlError, match="one probability per TF \\(2\\), got 1"):
+        augment("t", _ds(), AugmentConfig(tfs=ref, policy="mean_field", probabilities=[0.5]), seed=0)
+    with pytest.raises(MtlError, match="'returns_text' returned str; expected a dict"):
+        augment("t", _ds(), AugmentConfig(tfs=f"{Path(__file__).resolve()}:BAD"), seed=0)
+    with pytest.raises(MtlError, match="'explodes' failed on row 0: RuntimeError: boom"):
+        augment("t", _ds(), AugmentConfig(tfs=f"{Path(__file__).resolve()}:BOOM"), seed=0)
