@@ -144,11 +144,11 @@ def test_label_then_train_on_weak_labels(tmp_path: Path) -> None:
     # copies snorkel 0.10.0's LabelModel scores 0.839 (youtube, published LFs) and 0.570 (trec).
     assert summary["trec"]["test"]["accuracy_all_rows"] > 0.62
     assert summary["youtube"]["test"]["accuracy_all_rows"] > 0.88  # published + tasks/spam.py LFs
-    assert summary["sms"]["test"]["f1_all_rows"] > 0.75
+    assert summary["sms"]["test"]["f1_all_rows"] > 0.9  # tasks/spam.py LFs only (see conf/tasks/sms.yaml)
     assert summary["youtube"]["lf_names"][:10] == [f"weak_labels[{j}]" for j in range(10)]
     assert "my_channel" in summary["youtube"]["lf_names"]
     analysis = (tmp_path / "label" / "sms" / "lf_analysis.csv").read_text().splitlines()
-    assert analysis[0].startswith("lf,polarity,coverage,overlaps,conflicts") and len(analysis) == 1 + 82 + 1
+    assert analysis[0].startswith("lf,polarity,coverage,overlaps,conflicts") and len(analysis) == 1 + 9 + 1
 
     run = tmp_path / "run"
     _run(
