@@ -324,6 +324,12 @@ def training_targets(
             s["dev"][f"{cfg.metric}_all_rows"],
             wl.folder,
         )
+        if s["lf_failures"]:
+            logging.getLogger("mtl.data").warning(
+                "task %s: LFs failed on some rows and abstained there (fault_tolerant): %s",
+                name,
+                s["lf_failures"],
+            )
     else:
         probs = load_label_probs(name, resolve_path(cfg.labels), len(dsd["train"]), k)
     train = attach_probs(dsd["train"], probs)

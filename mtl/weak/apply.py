@@ -49,7 +49,10 @@ def _vote(
     except Exception as e:
         if fault_tolerant:
             return ABSTAIN, True
-        raise LFApplicationError(f"{lf.kind} {lf.name!r} failed on row {row}: {type(e).__name__}: {e}") from e
+        text = str(x.get("text", ""))[:60]
+        raise LFApplicationError(
+            f"{lf.kind} {lf.name!r} failed on row {row} ({text!r}): {type(e).__name__}: {e}"
+        ) from e
     return _check_vote(lf, v, row, cardinality, fault_tolerant)
 
 

@@ -65,7 +65,11 @@ def load_lfs(ref: str) -> list[LabelingFunction]:
 def validate_weak(task: str, cfg: WeakConfig) -> None:
     """Config errors that name the task and key, before any work."""
     if not cfg.lfs and not cfg.weak_labels_field:
-        raise MtlError(f"task {task!r}: labels: weak needs weak.lfs or weak.weak_labels_field")
+        raise MtlError(
+            f"task {task!r} has no weak supervision configured: "
+            f"set tasks.{task}.weak.lfs=path/to/file.py:NAME "
+            f"(a list of LFs) or tasks.{task}.weak.weak_labels_field=<column of precomputed votes>"
+        )
     if cfg.label_model not in LABEL_MODELS:
         raise MtlError(
             f"task {task!r}: weak.label_model {cfg.label_model!r} is not one of {list(LABEL_MODELS)}"
@@ -86,13 +90,16 @@ def _matrices(
     failures: dict[str, int] = {}
     for split in ("train", "dev", "test"):
         outputs = []
-        if cfg.weak_labels_field:
-            outputs.append(label_matrix_from_column(dsd[split], cfg.weak_labels_field, k))
-        if lfs:
-            num_proc = cfg.num_proc if cfg.num_proc > 1 else None
-            outputs.append(
-                apply_lfs(dsd[split], lfs, k, num_proc=num_proc, fault_tolerant=cfg.fault_tolerant)
-            )
+        num_proc = cfg.num_proc if cfg.num_proc > 1 else None
+        try:
+            if cfg.weak_labels_field:
+                outputs.append(label_matrix_from_column(dsd[split], cfg.weak_labels_field, k))
+            if lfs:
+                outputs.append(
+                    apply_lfs(dsd[split], lfs, k, num_proc=num_proc, fault_tolerant=cfg.fault_tolerant)
+                )
+        except MtlError as e:  # say where: rows are numbered within the prepared (deduplicated) split
+            raise type(e)(f"task {task!r}, {split} split: {e}") from e
         out[split] = np.concatenate([o.L for o in outputs], axis=1)
         names = [n for o in outputs for n in o.names]
         failures.update({f"{split}:{n}": c for o in outputs for n, c in o.failures.items()})

@@ -123,7 +123,7 @@ def bad_value(x: dict) -> int:
 
 
 def test_failing_lf_names_itself_and_the_row() -> None:
-    with pytest.raises(LFApplicationError, match=r"'fragile' failed on row 0: ZeroDivisionError"):
+    with pytest.raises(LFApplicationError, match=r"'fragile' failed on row 0 \('hi'\): ZeroDivisionError"):
         apply_lfs(_ds(TEXTS), [short, fragile], 2)
     with pytest.raises(LFApplicationError, match=r"'bad_value' returned 7 on row 0"):
         apply_lfs(_ds(TEXTS), [bad_value], 2)

@@ -72,7 +72,7 @@ def test_saved_labels_file_and_bad_config(spam_folder: Path, tmp_path: Path) -> 
     with pytest.raises(MtlError, match=r"weak\.label_model 'snorkel' is not one of"):
         weak_label("spam", bad, dsd, tmp_path / "cache")
     none = _task(spam_folder, tmp_path, lfs=None)
-    with pytest.raises(MtlError, match=r"needs weak\.lfs or weak\.weak_labels_field"):
+    with pytest.raises(MtlError, match=r"no weak supervision configured: set tasks\.spam\.weak\.lfs"):
         weak_label("spam", none, dsd, tmp_path / "cache")
     missing = _task(spam_folder, tmp_path, lfs=f"{tmp_path}/nope.py:LFS")
     with pytest.raises(MtlError, match=r"nope\.py' not found"):
