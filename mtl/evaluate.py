@@ -19,7 +19,8 @@ from mtl.metrics import compute_metrics
 
 TaskMetrics = dict[str, dict[str, Any]]
 """Task name to its metrics (``accuracy``, ``macro_f1``, ``f1`` for binary tasks, ``n``, ``metric``: the
-task's own) and, for tasks with slicing functions, ``slices``: slice name to the same metrics on it."""
+task's own, named by ``metric_name``) and, for tasks with slicing functions, ``slices``: slice name to
+the same metrics on it."""
 
 
 @torch.no_grad()
@@ -53,7 +54,7 @@ def evaluate_tasks(
         pred, gold = torch.cat(preds).numpy(), gold_t.numpy()
         k = len(cfg.label_names)
         m: dict[str, Any] = compute_metrics(pred, gold, k)
-        m["metric"] = m[cfg.metric]
+        m["metric"], m["metric_name"] = m[cfg.metric], cfg.metric
         if slices and cfg.slices:
             from mtl.slicing import load_sfs
 

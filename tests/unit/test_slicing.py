@@ -44,7 +44,8 @@ def test_sf_is_an_lf_that_votes_membership() -> None:
     ds = datasets.Dataset.from_dict({"text": ["win cash", "hi", "cash now"]})
     S = slice_matrix(ds, [has_cash, never])
     assert S.dtype == np.int8 and S.tolist() == [[1, 0], [0, 0], [1, 0]]
-    with pytest.raises(LFApplicationError, match=r"slicing function 'broken' failed on row 0: KeyError"):
+    expected = r"slicing function 'broken' failed on row 0 \('win cash'\): KeyError"
+    with pytest.raises(LFApplicationError, match=expected):
         slice_matrix(ds, [broken])
     assert slice_matrix(ds, [broken], fault_tolerant=True).tolist() == [[0], [0], [0]]
 
