@@ -4,7 +4,8 @@ A TF takes an example (a dict with ``text``) and a seeded ``random.Random`` and 
 copy, or ``None`` when it does not apply. A policy decides which TFs make each augmented copy:
 ``random`` (``n_tfs`` TFs drawn uniformly) or ``mean_field`` (each TF applied with its own probability).
 ``augment`` applies a policy to a training split once, through ``Dataset.map`` (so the result is
-cached), seeded per row and copy: the same seed gives the same augmented set.
+cached), seeded per row and copy: the same seed gives the same augmented set. ``OnTheFly`` instead
+augments in the data loader: every pass over the split draws new variants, seeded per pass and row.
 
 Example:
     >>> import random
@@ -22,12 +23,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import datasets
+import torch
+from transformers import PreTrainedTokenizerBase
 
 from mtl.config import AugmentConfig
+from mtl.slicing import SlicingFunction
 from mtl.types import MtlError
 from mtl.weak.lf import Example, Preprocessor, load_object
 
 POLICIES = ("random", "mean_field")
+MODES = ("once", "on_the_fly")
 
 
 class TransformationFunction:
@@ -109,6 +114,8 @@ def _apply_policy(
 
 def validate_augment(task: str, cfg: AugmentConfig, n_tfs: int) -> None:
     """Config errors naming the task and the key."""
+    if cfg.mode not in MODES:
+        raise MtlError(f"task {task!r}: augment.mode {cfg.mode!r} is not one of {list(MODES)}")
     if cfg.policy not in POLICIES:
         raise MtlError(f"task {task!r}: augment.policy {cfg.policy!r} is not one of {list(POLICIES)}")
     if cfg.policy == "mean_field" and len(cfg.probabilities) != n_tfs:
@@ -145,6 +152,74 @@ def augment(task: str, ds: datasets.Dataset, cfg: AugmentConfig, seed: int) -> d
         return out
 
     return ds.map(batch_fn, batched=True, with_indices=True, desc=f"augment {task}")
+
+
+class OnTheFly(torch.utils.data.Dataset[dict[str, Any]]):
+    """A tokenized training split (with its ``text`` column) that augments each example as it is read.
+
+    Each read of row ``i`` in pass ``p`` (``set_epoch(p)``, which accelerate's prepared data loaders call
+    at the start of every pass) draws from ``random.Random(f"{seed}-{p}-{i}")``: the original with
+    probability ``1 / (copies + 1)`` when ``keep_original``, otherwise the policy's augmented variant (the
+    original where no TF applies). The variant is re-tokenized and, with ``sfs``, re-sliced. The result
+    does not depend on the number of processes or workers.
+
+    Args:
+        task: the task's name, for error messages.
+        ds: the tokenized split; it must keep its ``text`` column.
+        cfg: the task's augmentation config.
+        tokenizer: the encoder's tokenizer.
+        max_length: truncation length.
+        seed: the run's seed.
+        sfs: the task's slicing functions, if it has slices.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        ds: datasets.Dataset,
+        cfg: AugmentConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        seed: int,
+        sfs: Sequence[SlicingFunction] = (),
+    ) -> None:
+        assert cfg.tfs and "text" in ds.column_names
+        self.tfs = load_tfs(cfg.tfs)
+        validate_augment(task, cfg, len(self.tfs))
+        self.task, self.ds, self.cfg, self.seed, self.sfs = task, ds, cfg, seed, list(sfs)
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.lengths = [len(x) for x in ds["input_ids"]]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The pass whose variants the next reads draw."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = dict(self.ds[i])
+        rng = random.Random(f"{self.seed}-{self.epoch}-{i}")
+        if self.cfg.keep_original and rng.random() < 1 / (self.cfg.copies + 1):
+            new = None
+        else:
+            new = _apply_policy(row, self.tfs, self.cfg, rng, i)
+        text = row.pop("text")
+        if new is not None and new["text"] != text:
+            row.update(self.tokenizer(new["text"], truncation=True, max_length=self.max_length))
+            if self.sfs:
+                row["slices"] = [_in_slice(sf, new, i) for sf in self.sfs]
+        return row
+
+
+def _in_slice(sf: SlicingFunction, x: Example, row: int) -> int:
+    try:
+        return sf(x)
+    except Exception as e:
+        raise MtlError(
+            f"slicing function {sf.name!r} failed on augmented row {row}: {type(e).__name__}: {e}"
+        ) from e
 
 
 # ---------------------------------------------------------------------------------------------- library

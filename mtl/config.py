@@ -155,7 +155,7 @@ class WeakConfig:
 
 @dataclass
 class AugmentConfig:
-    """Augmenting a task's training split with transformation functions (applied once, cached).
+    """Augmenting a task's training split with transformation functions (once and cached, or on the fly).
 
     Attributes:
         tfs: the TFs, as ``path/to/file.py:NAME`` (a list) or ``module:NAME``; None: no augmentation.
@@ -165,9 +165,14 @@ class AugmentConfig:
         probabilities: one per TF (``mean_field``).
         copies: augmented copies made per example.
         keep_original: keep the original examples beside the copies.
+        mode: ``once`` (the training split grows by the copies, made once and cached) or
+            ``on_the_fly`` (each read of an example in the data loader draws a fresh variant, seeded
+            by seed, pass and row: the original with probability ``1 / (copies + 1)`` when
+            ``keep_original``, else an augmented one; the split keeps its size).
     """
 
     tfs: str | None = None
+    mode: str = "once"
     policy: str = "random"
     n_tfs: int = 1
     probabilities: list[float] = field(default_factory=list)

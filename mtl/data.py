@@ -236,13 +236,15 @@ def load_task_splits(
     return datasets.load_from_disk(str(folder))
 
 
-def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
+def tokenize(
+    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, keep_text: bool = False
+) -> datasets.Dataset:
     """Tokenize without padding (batches are padded by ``Collator``); cached by ``datasets``."""
 
     def fn(batch: dict[str, list[Any]]) -> dict[str, Any]:
         return dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
 
-    keep = {"label", "label_probs", "slices"}
+    keep = {"label", "label_probs", "slices", *(["text"] if keep_text else [])}
     remove = [c for c in ds.column_names if c not in keep]
     return ds.map(fn, batched=True, remove_columns=remove, desc="tokenize")
 
@@ -258,7 +260,7 @@ class Collator:
         self.tokenizer = tokenizer
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        extra = ("label", "label_probs", "slices")
+        extra = ("label", "label_probs", "slices", "text")
         feats = [{k: v for k, v in e.items() if k not in extra} for e in examples]
         batch = dict(self.tokenizer.pad(feats, return_tensors="pt"))
         if examples and "slices" in examples[0]:
@@ -285,13 +287,19 @@ def load_tasks(
         dsd = load_task_splits(name, cfg, cache_dir, seed)
         if cfg.labels != "gold":
             dsd["train"] = training_targets(name, cfg, dsd, cache_dir)
-        if cfg.augment.tfs:  # before slicing: an augmented text is sliced like any other
+        on_the_fly = bool(cfg.augment.tfs) and cfg.augment.mode == "on_the_fly"
+        if cfg.augment.tfs and not on_the_fly:  # before slicing: an augmented text is sliced like any other
             from mtl.augment import augment
 
             dsd["train"] = augment(name, dsd["train"], cfg.augment, seed)
         if cfg.slices:
             dsd = add_slices(cfg.slices, dsd)
-        out[name] = datasets.DatasetDict({s: tokenize(ds, tokenizer, max_length) for s, ds in dsd.items()})
+        out[name] = datasets.DatasetDict(
+            {  # on the fly, the train split keeps its text for ``mtl.augment.OnTheFly``
+                s: tokenize(ds, tokenizer, max_length, keep_text=on_the_fly and s == "train")
+                for s, ds in dsd.items()
+            }
+        )
     return out
 
 

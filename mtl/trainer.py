@@ -26,12 +26,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
+from mtl.augment import OnTheFly
 from mtl.checkpoint import load_checkpoint, save_checkpoint
 from mtl.config import TaskConfig, TrainerConfig
 from mtl.data import Collator, LengthGroupedBatchSampler
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
 from mtl.model import MultitaskModel
 from mtl.sampling import epoch_schedule
+from mtl.slicing import load_sfs
 
 
 @dataclass
@@ -150,9 +152,17 @@ class Trainer:
         self.run_config = dict(run_config or {})
         self.collate = Collator(tokenizer)
 
-    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _train_data(self, task: str) -> datasets.Dataset | OnTheFly:
+        """The task's training split, wrapped to augment as it is read when its augment mode says so."""
+        cfg, ds = self.tasks[task], self.data[task]["train"]
+        if not (cfg.augment.tfs and cfg.augment.mode == "on_the_fly"):
+            return ds
+        sfs = load_sfs(cfg.slices) if cfg.slices else []
+        return OnTheFly(task, ds, cfg.augment, self.tokenizer, self.max_length, self.seed, sfs)
+
+    def _loader(self, ds: datasets.Dataset | OnTheFly, batch_size: int, shuffle: bool) -> DataLoader:
         if shuffle and self.cfg.group_by_length:
-            lengths = [len(x) for x in ds["input_ids"]]
+            lengths = ds.lengths if isinstance(ds, OnTheFly) else [len(x) for x in ds["input_ids"]]
             sampler = LengthGroupedBatchSampler(lengths, batch_size, self.seed)
             return DataLoader(
                 ds, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.cfg.num_workers
@@ -183,7 +193,7 @@ class Trainer:
                 if split not in dsd or len(dsd[split]) == 0:
                     raise ValueError(f"task {task!r}: split {split!r} is empty")
         optimizer = hydra.utils.instantiate(cfg.optimizer)(self.model.parameters())
-        train = {t: self._loader(d["train"], cfg.batch_size, True) for t, d in self.data.items()}
+        train = {t: self._loader(self._train_data(t), cfg.batch_size, True) for t in self.data}
         prepared = acc.prepare(self.model, optimizer, *train.values())
         model, optimizer, train = prepared[0], prepared[1], dict(zip(train, prepared[2:], strict=True))
         dev = self.eval_loaders("dev")

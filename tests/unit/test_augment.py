@@ -7,9 +7,13 @@ from pathlib import Path
 
 import datasets
 import pytest
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mtl.augment import (
     EmbeddingSynonyms,
+    OnTheFly,
     augment,
     delete_word,
     replace_entities,
@@ -19,6 +23,8 @@ from mtl.augment import (
     typo,
 )
 from mtl.config import AugmentConfig
+from mtl.data import Collator, add_slices, tokenize
+from mtl.slicing import slicing_function
 from mtl.types import MtlError
 
 
@@ -93,3 +99,52 @@ def test_mean_field_policy_and_errors() -> None:
         augment("t", _ds(), AugmentConfig(tfs=f"{Path(__file__).resolve()}:BAD"), seed=0)
     with pytest.raises(MtlError, match="'explodes' failed on row 0: RuntimeError: boom"):
         augment("t", _ds(), AugmentConfig(tfs=f"{Path(__file__).resolve()}:BOOM"), seed=0)
+
+
+@transformation_function()
+def add_link(x: dict, rng: random.Random) -> dict:
+    return {**x, "text": f"{x['text']} http://t.co/{rng.randrange(10**6)}"}
+
+
+@slicing_function()
+def has_link(x: dict) -> bool:
+    return "http" in x["text"]
+
+
+LINK = [add_link]
+LINK_SFS = [has_link]
+
+
+def _passes(tok: PreTrainedTokenizerBase, cfg: AugmentConfig, seed: int, n: int) -> list[list[list[int]]]:
+    """n passes of a prepared (accelerate) loader over an on-the-fly split: input_ids, slices per row."""
+    ds = add_slices(f"{Path(__file__).resolve()}:LINK_SFS", datasets.DatasetDict(train=_ds()))["train"]
+    data = OnTheFly("t", tokenize(ds, tok, 32, keep_text=True), cfg, tok, 32, seed, LINK_SFS)
+    loader = Accelerator(cpu=True).prepare(DataLoader(data, batch_size=7, collate_fn=Collator(tok)))
+    out = []
+    for _ in range(n):
+        rows = []
+        for b in loader:
+            for ids, mask, s in zip(b["input_ids"], b["attention_mask"], b["slices"], strict=True):
+                rows.append([*ids[mask.bool()].tolist(), -1, *s.tolist()])
+        out.append(rows)
+    return out
+
+
+def test_on_the_fly_draws_new_seeded_variants_each_pass(tiny_encoder_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(str(tiny_encoder_dir))
+    cfg = AugmentConfig(tfs=f"{Path(__file__).resolve()}:LINK", mode="on_the_fly", copies=1)
+    p0, p1 = _passes(tok, cfg, seed=0, n=2)
+    assert len(p0) == len(p1) == 21  # the split keeps its size
+    # re-sliced: a row is in the link slice exactly when it was augmented (longer than its original)
+    original = [len(tok(t)["input_ids"]) for t in _ds()["text"]]
+    augmented = [[len(r) - 2 > n for r, n in zip(p, original, strict=True)] for p in (p0, p1)]
+    for p, aug in zip((p0, p1), augmented, strict=True):
+        assert [r[-1] for r in p] == [int(a) for a in aug]
+    # keep_original with one copy: about half the reads are originals; passes draw differently
+    assert 4 <= sum(augmented[0]) <= 17 and p0 != p1
+    assert _passes(tok, cfg, seed=0, n=2) == [p0, p1]  # same seed, same variants
+    assert _passes(tok, cfg, seed=1, n=1)[0] != p0
+    never_original = AugmentConfig(tfs=cfg.tfs, mode="on_the_fly", keep_original=False)
+    assert all(r[-1] == 1 for r in _passes(tok, never_original, seed=0, n=1)[0])
+    with pytest.raises(MtlError, match=r"augment\.mode 'later' is not one of"):
+        augment("t", _ds(), AugmentConfig(tfs=cfg.tfs, mode="later"), seed=0)

@@ -8,17 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtl.config import EncoderConfig, SourceConfig, TaskConfig, TrainerConfig
+from mtl.augment import OnTheFly
+from mtl.config import AugmentConfig, EncoderConfig, SourceConfig, TaskConfig, TrainerConfig
 from mtl.data import load_tasks
 from mtl.model import ClassificationHead, MultitaskModel, build_encoder
 from mtl.trainer import Trainer
 
 
-def _trainer(enc_dir: Path, spam: Path, out: Path, **overrides: object) -> Trainer:
+def _trainer(
+    enc_dir: Path, spam: Path, out: Path, augment: AugmentConfig | None = None, **overrides: object
+) -> Trainer:
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(enc_dir)))
     tasks = {
-        "spam": TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="wrench", path=str(spam))),
+        "spam": TaskConfig(
+            label_names=["ham", "spam"],
+            source=SourceConfig(format="wrench", path=str(spam)),
+            augment=augment or AugmentConfig(),
+        ),
         "spam2": TaskConfig(
             label_names=["ham", "spam"], loss_weight=0.5, source=SourceConfig(format="wrench", path=str(spam))
         ),
@@ -91,3 +98,15 @@ def test_epoch_end_evaluation_with_accumulation(
     assert result.steps == 4
     assert [r["step"] for r in result.history] == [2, 4]
     assert [r["epoch"] for r in result.history] == [0, 1]
+
+
+def test_on_the_fly_augmentation_in_the_loop(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    """A task with ``augment.mode=on_the_fly`` trains on an ``OnTheFly`` split of unchanged size."""
+    aug = AugmentConfig(tfs=f"{Path(__file__).parent / 'test_augment.py'}:TFS", mode="on_the_fly")
+    trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", aug, epochs=1)
+    assert isinstance(trainer._train_data("spam"), OnTheFly)
+    assert not isinstance(trainer._train_data("spam2"), OnTheFly)
+    result = trainer.fit()
+    assert result.steps == 12 and result.train_examples == 96
