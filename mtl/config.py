@@ -138,8 +138,9 @@ class WeakConfig:
         uncovered: rows no LF votes on: ``drop`` them from training, or keep them (``prior``) with the
             label model's class prior at weight ``uncovered_weight``.
         uncovered_weight: loss weight of an uncovered row under ``prior``.
-        num_proc: processes applying the LFs.
-        fault_tolerant: an LF that raises on a row abstains there (counted per LF) instead of stopping.
+        num_proc: processes applying the LFs (and the task's slicing functions).
+        fault_tolerant: an LF that raises on a row abstains there (counted per LF) instead of stopping;
+            an SF that raises leaves the row out of its slice.
     """
 
     lfs: str | None = None

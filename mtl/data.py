@@ -293,7 +293,7 @@ def load_tasks(
 
             dsd["train"] = augment(name, dsd["train"], cfg.augment, seed)
         if cfg.slices:
-            dsd = add_slices(cfg.slices, dsd)
+            dsd = add_slices(cfg.slices, dsd, cfg.weak.num_proc, cfg.weak.fault_tolerant)
         out[name] = datasets.DatasetDict(
             {  # on the fly, the train split keeps its text for ``mtl.augment.OnTheFly``
                 s: tokenize(ds, tokenizer, max_length, keep_text=on_the_fly and s == "train")
@@ -303,13 +303,21 @@ def load_tasks(
     return out
 
 
-def add_slices(ref: str, dsd: datasets.DatasetDict) -> datasets.DatasetDict:
-    """Each split with a ``slices`` column: the 0/1 row of the slice indicator matrix S."""
+def add_slices(
+    ref: str, dsd: datasets.DatasetDict, num_proc: int = 1, fault_tolerant: bool = False
+) -> datasets.DatasetDict:
+    """Each split with a ``slices`` column: the 0/1 row of the slice indicator matrix S (SFs applied in
+    ``num_proc`` processes; with ``fault_tolerant`` an SF that raises leaves the row out of its slice)."""
     from mtl.slicing import load_sfs, slice_matrix
 
     sfs = load_sfs(ref)
     return datasets.DatasetDict(
-        {split: ds.add_column("slices", slice_matrix(ds, sfs).tolist()) for split, ds in dsd.items()}
+        {
+            split: ds.add_column(
+                "slices", slice_matrix(ds, sfs, num_proc=num_proc, fault_tolerant=fault_tolerant).tolist()
+            )
+            for split, ds in dsd.items()
+        }
     )
 
 

@@ -1,7 +1,9 @@
 """Label models side by side: mtl's majority vote and Dawid-Skene vs snorkel 0.10.0, on the same L matrices.
 
-Quality: test metric of each label model on WRENCH youtube / sms / trec (the published LF votes, and for
-youtube and sms also with the LFs of tasks/spam.py added), fit on train without gold; mtl's ``auto``
+Quality: test metric of each label model on WRENCH youtube and trec (the published LF votes, and for
+youtube also with the LFs of tasks/spam.py added) and sms (the LFs of tasks/spam.py only: in the copy in
+../shared/data the published votes of sms's dev and test rows do not belong to their texts, so no model
+can be scored on them), fit on train without gold; mtl's ``auto``
 picks its variant by the dev metric. Every model is scored by the argmax of its probabilities on all
 test rows (uncovered rows get the model's prior), so coverage counts against every model alike.
 Speed: median fit time over repeats on each set. Memory: peak RSS of fitting each model on a synthetic
@@ -51,8 +53,9 @@ def wrench(task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def with_our_lfs(task: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """Published votes plus the tasks/spam.py LFs, on the rows mtl trains on (deduplicated train)."""
+def with_our_lfs(task: str, published: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The tasks/spam.py LFs (after the published votes when ``published``), on the rows mtl trains on
+    (deduplicated train)."""
     ref = {"youtube": "tasks/spam.py:YOUTUBE_LFS", "sms": "tasks/spam.py:SMS_LFS"}.get(task)
     if ref is None:
         return None
@@ -62,7 +65,9 @@ def with_our_lfs(task: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     out = {}
     for split in ("train", "dev", "test"):
         ds = dsd[split]
-        L = np.concatenate([np.array(list(ds["weak_labels"])), apply_lfs(ds, lfs, 2).L], axis=1)
+        L = apply_lfs(ds, lfs, 2).L
+        if published:
+            L = np.concatenate([np.array(list(ds["weak_labels"])), L], axis=1)
         out[split] = (L, np.array(list(ds["label"])))
     return out
 
@@ -176,6 +181,11 @@ def main() -> None:
     )
     results: list[dict] = []
     for task, (k, metric) in SETS.items():
+        if task == "sms":  # its published dev/test votes are misaligned: see the docstring
+            ours_only = with_our_lfs(task, published=False)
+            assert ours_only is not None
+            results += evaluate(f"{task} (tasks/spam.py LFs)", ours_only, k, metric, args.repeats)
+            continue
         results += evaluate(f"{task} (published LFs)", wrench(task), k, metric, args.repeats)
         extra = with_our_lfs(task)
         if extra is not None:
