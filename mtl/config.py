@@ -242,6 +242,11 @@ class TrainerConfig:
             (0 disables early stopping).
         max_steps: stop after this many optimizer steps (-1: run all epochs).
         group_by_length: batch training examples of similar length (less padding, faster on CPU).
+        freeze_encoder: never update the encoder (it runs in eval mode: no dropout); only heads train.
+        freeze_encoder_steps: keep the encoder fixed for the first N optimizer steps, then train it too.
+        encoder_lr: learning rate of the encoder's parameters (null: the optimizer's, like the heads).
+        train_heads: the tasks whose heads are updated (null: all); the others' heads stay fixed while
+            their tasks' losses still train the encoder.
     """
 
     epochs: int = 3
@@ -262,15 +267,26 @@ class TrainerConfig:
     group_by_length: bool = True
     num_workers: int = 0
     log_every_steps: int = 10
+    freeze_encoder: bool = False
+    freeze_encoder_steps: int = 0
+    encoder_lr: float | None = None
+    train_heads: list[str] | None = None
 
 
 @dataclass
 class TrainConfig:
-    """Root config of ``mtl-train``."""
+    """Root config of ``mtl-train``.
+
+    ``init_from`` starts the run from an mtl checkpoint (its encoder and matching heads), an ``AutoModel``
+    folder or a Hub id (see ``mtl.transfer``); ``keep_old_heads`` carries the checkpoint's other heads
+    along, untrained, and reports their metrics before and after.
+    """
 
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    init_from: str | None = None
+    keep_old_heads: bool = True
     seed: int = 42
     data_root: str = MISSING
     cache_dir: str = MISSING

@@ -9,13 +9,14 @@ later runs. Batches are padded per batch (``Collator``), not to ``max_length``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
-from mtl.config import SourceConfig, SplitConfig, TaskConfig
+from mtl.config import AugmentConfig, SourceConfig, SplitConfig, TaskConfig
 from mtl.heads import HEAD_TYPES
 from mtl.metrics import METRICS
 from mtl.sources import SPLITS, DataError, RawRow, files_for, read_rows, resolve_path
@@ -280,11 +281,17 @@ def load_tasks(
     max_length: int,
     cache_dir: str | Path,
     seed: int = 0,
+    splits: Sequence[str] | None = None,
 ) -> dict[str, datasets.DatasetDict]:
-    """Load and tokenize every task's splits (both steps cached)."""
+    """Load and tokenize every task's splits (both steps cached); only ``splits`` when given (without
+    ``train``, no training labels are made)."""
     out = {}
     for name, cfg in tasks.items():
         dsd = load_task_splits(name, cfg, cache_dir, seed)
+        if splits is not None:
+            dsd = datasets.DatasetDict({s: d for s, d in dsd.items() if s in splits})
+        if "train" not in dsd:
+            cfg = dataclasses.replace(cfg, labels="gold", augment=AugmentConfig())
         if cfg.labels != "gold":
             dsd["train"] = training_targets(name, cfg, dsd, cache_dir)
         on_the_fly = bool(cfg.augment.tfs) and cfg.augment.mode == "on_the_fly"

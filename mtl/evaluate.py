@@ -123,8 +123,10 @@ def write_report(
     tasks: Mapping[str, TaskConfig],
     extra: Mapping[str, Any] | None = None,
     title: str = "mtl report",
+    sections: Mapping[str, str] | None = None,
 ) -> str:
-    """Write ``report.md`` and ``report.json`` into ``folder``; return the Markdown table."""
+    """Write ``report.md`` and ``report.json`` into ``folder``; return the Markdown tables. ``extra``
+    goes into both (as a list in the Markdown), ``sections`` (title to Markdown) into ``report.md``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = format_table(results, tasks)
@@ -140,9 +142,12 @@ def write_report(
                         f.write(
                             f"{task},{split},{name},{sm['n']},{sm['metric']},{sm['accuracy']},{sm['macro_f1']}\n"
                         )
+    for name, text in (sections or {}).items():
+        lines += [f"## {name}", "", text, ""]
     for k, v in (extra or {}).items():
         lines.append(f"- {k}: {v}")
     (folder / "report.md").write_text("\n".join(lines) + "\n")
     payload = {"metrics": results, "mean": {s: mean_metric(r) for s, r in results.items()}, **(extra or {})}
     (folder / "report.json").write_text(json.dumps(payload, indent=2, default=float))
-    return table + (f"\n\n{slice_table}" if slice_table else "")
+    more = [slice_table] + [f"{name}:\n{text}" for name, text in (sections or {}).items()]
+    return "\n\n".join([table, *(m for m in more if m)])

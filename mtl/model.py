@@ -61,6 +61,19 @@ class MultitaskModel(nn.Module):
         self.num_classes: dict[str, int] = {task: int(head.num_classes) for task, head in heads.items()}
         self.num_slices: dict[str, int] = {task: int(head.num_slices) for task, head in heads.items()}
         self.pooling = pooling
+        self.encoder_frozen = False
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Fix the encoder's weights (no gradients) and keep it in eval mode (no dropout) while frozen."""
+        self.encoder_frozen = frozen
+        self.encoder.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MultitaskModel:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     @property
     def hidden_size(self) -> int:

@@ -124,6 +124,8 @@ class Trainer:
         max_length: recorded in checkpoints for inference.
         seed: seeds model init, shuffling and the task schedule.
         run_config: the resolved run config, saved with checkpoints.
+        passengers: configs of heads in ``model`` that are not trained (old tasks kept from
+            ``init_from``): saved with every checkpoint, never trained.
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class Trainer:
         max_length: int,
         seed: int = 42,
         run_config: Mapping[str, Any] | None = None,
+        passengers: Mapping[str, TaskConfig] | None = None,
     ) -> None:
         self.accelerator = Accelerator(
             gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -150,7 +153,11 @@ class Trainer:
         self.cfg, self.seed, self.max_length = cfg, seed, max_length
         self.output_dir = Path(output_dir)
         self.run_config = dict(run_config or {})
+        self.passengers = dict(passengers or {})
         self.collate = Collator(tokenizer)
+        unknown = sorted(set(cfg.train_heads or []) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"trainer.train_heads names tasks not in this run: {unknown}")
 
     def _train_data(self, task: str) -> datasets.Dataset | OnTheFly:
         """The task's training split, wrapped to augment as it is read when its augment mode says so."""
@@ -177,12 +184,30 @@ class Trainer:
             generator=gen,
         )
 
-    def eval_loaders(self, split: str) -> dict[str, DataLoader]:
-        """Prepared loaders of one split for every task."""
+    def eval_loaders(
+        self, split: str, data: Mapping[str, datasets.DatasetDict] | None = None
+    ) -> dict[str, DataLoader]:
+        """Prepared loaders of one split for every task (of ``data``, default the run's)."""
         return {
             t: self.accelerator.prepare(self._loader(d[split], self.cfg.eval_batch_size, False))
-            for t, d in self.data.items()
+            for t, d in (self.data if data is None else data).items()
         }
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over the parameters that train: the encoder unless frozen (at ``encoder_lr``
+        when set), the heads of ``train_heads`` (all by default), never the passengers'."""
+        cfg, model = self.cfg, self.model
+        model.freeze_encoder(cfg.freeze_encoder)
+        for task, head in model.heads.items():
+            trains = task in self.tasks and (cfg.train_heads is None or task in cfg.train_heads)
+            head.requires_grad_(trains)
+        heads = [p for p in model.heads.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": heads}]
+        if not cfg.freeze_encoder:
+            enc = list(model.encoder.parameters())
+            groups.append({"params": enc} | ({"lr": cfg.encoder_lr} if cfg.encoder_lr is not None else {}))
+        optimizer: torch.optim.Optimizer = hydra.utils.instantiate(cfg.optimizer)(groups)
+        return optimizer
 
     def fit(self) -> FitResult:
         """Train, evaluating on dev and keeping the best checkpoint; return the best dev metrics."""
@@ -192,7 +217,7 @@ class Trainer:
             for split in ("train", "dev"):
                 if split not in dsd or len(dsd[split]) == 0:
                     raise ValueError(f"task {task!r}: split {split!r} is empty")
-        optimizer = hydra.utils.instantiate(cfg.optimizer)(self.model.parameters())
+        optimizer = self._optimizer()
         train = {t: self._loader(self._train_data(t), cfg.batch_size, True) for t in self.data}
         prepared = acc.prepare(self.model, optimizer, *train.values())
         model, optimizer, train = prepared[0], prepared[1], dict(zip(train, prepared[2:], strict=True))
@@ -252,7 +277,7 @@ class Trainer:
             patience = cfg.early_stopping_patience
             return state.step >= total or (patience > 0 and state.stale >= patience)
 
-        model.train()
+        model.train()  # a frozen encoder stays in eval mode (MultitaskModel.train)
         state.tick = time.perf_counter()
         for epoch in range(cfg.epochs):
             for task in epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature):
@@ -260,6 +285,10 @@ class Trainer:
                 with acc.accumulate(model):
                     loss = model(batch, task, loss=True)
                     acc.backward(loss * self.tasks[task].loss_weight)
+                    if state.step < cfg.freeze_encoder_steps:
+                        # grads dropped rather than requires_grad toggled: DDP fixes its set at wrap time
+                        for p in self.model.encoder.parameters():
+                            p.grad = None
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
@@ -319,13 +348,21 @@ class Trainer:
                 path,
                 acc.unwrap_model(self.model),
                 self.tokenizer,
-                self.tasks,
+                {**self.passengers, **self.tasks},
                 max_length=self.max_length,
                 config=self.run_config,
                 metrics=metrics,
             )
         acc.wait_for_everyone()
 
-    def evaluate(self, split: str) -> TaskMetrics:
-        """Metrics per task on ``split`` with the current weights."""
-        return evaluate_tasks(self.model, self.eval_loaders(split), self.tasks, self.accelerator)
+    def evaluate(
+        self,
+        split: str,
+        data: Mapping[str, datasets.DatasetDict] | None = None,
+        tasks: Mapping[str, TaskConfig] | None = None,
+    ) -> TaskMetrics:
+        """Metrics per task on ``split`` with the current weights (of ``data``/``tasks``: default the
+        run's; e.g. the passengers' to see how old tasks fare)."""
+        self.model.to(self.accelerator.device)  # a no-op once fit() has prepared it
+        loaders = self.eval_loaders(split, data)
+        return evaluate_tasks(self.model, loaders, self.tasks if tasks is None else tasks, self.accelerator)

@@ -14,11 +14,9 @@ from mtl.cli import user_errors
 from mtl.config import CONF_DIR, EncoderConfig, TrainerConfig
 from mtl.data import load_tasks
 from mtl.evaluate import mean_metric, write_report
-from mtl.heads import build_head
-from mtl.model import MultitaskModel, build_encoder
 from mtl.runs import resolved, task_configs
-from mtl.slicing import num_slices
 from mtl.trainer import Trainer
+from mtl.transfer import OldTasks, build_model, format_change
 
 log = logging.getLogger("mtl.train")
 
@@ -31,16 +29,14 @@ def main(cfg: DictConfig) -> float:
     tasks = task_configs(cfg)
     enc_cfg: EncoderConfig = OmegaConf.to_object(cfg.encoder)  # type: ignore[assignment]
     trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
-    encoder, tokenizer = build_encoder(enc_cfg)
-    data = load_tasks(tasks, tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
+    init = build_model(tasks, enc_cfg, cfg.init_from, cfg.keep_old_heads)
+    log.info("%s", init.describe())
+    data = load_tasks(tasks, init.tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
     for name, dsd in data.items():
         log.info("task %s: %s", name, {s: len(d) for s, d in dsd.items()})
-    hidden = int(encoder.config.hidden_size)
-    heads = {t: build_head(hidden, len(c.label_names), c.head, num_slices(c)) for t, c in tasks.items()}
-    model = MultitaskModel(encoder, heads, pooling=enc_cfg.pooling)
     trainer = Trainer(
-        model,
-        tokenizer,
+        init.model,
+        init.tokenizer,
         tasks,
         data,
         trainer_cfg,
@@ -48,9 +44,12 @@ def main(cfg: DictConfig) -> float:
         max_length=enc_cfg.max_length,
         seed=cfg.seed,
         run_config=resolved(cfg),
+        passengers=init.old_tasks,
     )
+    old = OldTasks(trainer, init.old_tasks, cfg.cache_dir, cfg.seed)  # metrics before training
     fit = trainer.fit()
     test = trainer.evaluate("test")
+    old_change = old.change()  # and after
     if trainer.accelerator.is_main_process:
         extra = {
             "checkpoint": str(Path(fit.checkpoint).resolve()),
@@ -61,10 +60,13 @@ def main(cfg: DictConfig) -> float:
             "wall_seconds": round(time.perf_counter() - start, 1),
             "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
             "train_labels": {t: c.labels for t, c in tasks.items()},
+            "init": init.as_dict(),
+            "old_tasks": old_change,
         }
-        table = write_report(
-            cfg.output_dir, {"dev": fit.best_dev, "test": test}, tasks, extra, "mtl-train report"
-        )
+        title = "Old tasks (heads kept from init_from, not trained): metric before and after"
+        sections = {title: format_change(old_change)} if old_change else {}
+        results = {"dev": fit.best_dev, "test": test}
+        table = write_report(cfg.output_dir, results, tasks, extra, "mtl-train report", sections)
         print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
     return mean_metric(fit.best_dev)
 

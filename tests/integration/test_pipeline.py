@@ -86,6 +86,29 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
             assert ev["metrics"]["dev"][task][key] == pytest.approx(report["metrics"]["dev"][task][key])
             assert ev["metrics"]["test"][task][key] == pytest.approx(report["metrics"]["test"][task][key])
 
+    # A new task set from the checkpoint: youtube's head loads, trec's is new, sms rides along untrained
+    # and is evaluated before and after (before = the metrics the checkpoint was selected with).
+    more = tmp_path / "more"
+    proc = _run(
+        "mtl-train",
+        "tasks=[youtube,trec]",
+        f"init_from={ckpt}",
+        "trainer=debug",
+        "trainer.max_steps=6",
+        "trainer.encoder_lr=1e-5",
+        f"output_dir={more}",
+        *common,
+    )
+    log = proc.stdout + proc.stderr
+    assert "heads loaded: youtube" in log and "head trec: new (no head of that name in the checkpoint)" in log
+    assert "old heads kept, not trained: sms" in log
+    rep = json.loads((more / "report.json").read_text())
+    assert rep["init"]["loaded_heads"] == ["youtube"] and rep["init"]["old_tasks"] == ["sms"]
+    assert set(rep["old_tasks"]) == {"sms/dev", "sms/test"}
+    assert rep["old_tasks"]["sms/dev"]["before"] == pytest.approx(report["metrics"]["dev"]["sms"]["metric"])
+    assert "Old tasks (heads kept from init_from" in (more / "report.md").read_text()
+    assert json.loads((more / "checkpoint" / "model.json").read_text())["tasks"] == ["youtube", "trec", "sms"]
+
     texts = [
         "WINNER!! claim your free prize, call 09061701461",
         "see you at lunch",

@@ -1,0 +1,165 @@
+"""Starting from a checkpoint: which weights load, passengers, freezing, encoder learning rate, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtl.checkpoint import load_checkpoint, save_checkpoint
+from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
+from mtl.data import load_tasks
+from mtl.heads import ClassificationHead
+from mtl.model import MultitaskModel, build_encoder
+from mtl.trainer import Trainer
+from mtl.transfer import OldTasks, build_model, format_change, init_model
+from mtl.types import MtlError
+from tests.unit.test_trainer import _trainer
+
+
+def _task(spam: Path, labels: list[str], **kw: object) -> TaskConfig:
+    return TaskConfig(label_names=labels, source=SourceConfig(format="wrench", path=str(spam)), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ckpt(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> Path:
+    """A checkpoint with heads spam (ham/spam), old_spam (ham/spam) and topic (a/b/c), mean pooling."""
+    torch.manual_seed(0)
+    enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
+    tasks = {
+        "spam": _task(spam_folder, ["ham", "spam"]),
+        "old_spam": _task(spam_folder, ["ham", "spam"]),
+        "topic": _task(tmp_path / "moved", ["a", "b", "c"], head=HeadConfig(hidden_size=8)),
+    }
+    heads = {t: ClassificationHead(32, len(c.label_names), c.head) for t, c in tasks.items()}
+    return save_checkpoint(tmp_path / "ckpt", MultitaskModel(enc, heads), tok, tasks, max_length=32)
+
+
+def test_init_from_checkpoint_loads_matching_heads_and_says_why_not(ckpt: Path, spam_folder: Path) -> None:
+    tasks = {
+        "spam": _task(spam_folder, ["ham", "spam"]),
+        "topic": _task(spam_folder, ["x", "y"]),
+        "new": _task(spam_folder, ["no", "yes"]),
+    }
+    init = init_model(str(ckpt), tasks, EncoderConfig(pooling="cls"))
+    assert init.kind == "checkpoint" and init.pooling == "mean"  # the checkpoint's pooling wins
+    assert init.loaded_heads == ["spam"]
+    assert init.fresh_heads["topic"].startswith("label set differs: checkpoint ['a', 'b', 'c'], this run")
+    assert init.fresh_heads["new"] == "no head of that name in the checkpoint"
+    assert list(init.old_tasks) == ["old_spam"] and set(init.model.heads) == {
+        "spam",
+        "topic",
+        "new",
+        "old_spam",
+    }
+    saved, *_ = load_checkpoint(ckpt)
+    for name, p in saved.encoder.state_dict().items():
+        torch.testing.assert_close(init.model.encoder.state_dict()[name], p)
+    for name, p in saved.heads["spam"].state_dict().items():
+        torch.testing.assert_close(init.model.heads["spam"].state_dict()[name], p)
+    assert not torch.equal(init.model.heads["new"].net[-1].weight[:2], saved.heads["spam"].net[-1].weight)
+    text = init.describe()
+    assert "heads loaded: spam" in text and "old heads kept, not trained: old_spam" in text
+    assert "head topic: new (label set differs" in text
+    # a changed head shape is not loaded either, and without keep_old_heads there are no passengers
+    wider = {"spam": _task(spam_folder, ["ham", "spam"], head=HeadConfig(hidden_size=4))}
+    init = init_model(str(ckpt), wider, EncoderConfig(), keep_old_heads=False)
+    assert init.loaded_heads == [] and "hidden_size" in init.fresh_heads["spam"] and not init.old_tasks
+
+
+def test_init_from_a_model_folder_and_bad_paths(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    tasks = {"spam": _task(spam_folder, ["ham", "spam"])}
+    init = build_model(tasks, EncoderConfig(), str(tiny_encoder_dir))
+    assert init.kind == "encoder" and list(init.fresh_heads) == ["spam"] and init.model.hidden_size == 32
+    with pytest.raises(MtlError, match=r"init_from '/nowhere/x' does not exist"):
+        init_model("/nowhere/x", tasks, EncoderConfig())
+    (tmp_path / "foreign").mkdir()
+    with pytest.raises(MtlError, match=r"foreign' is neither an mtl checkpoint .* nor an AutoModel folder"):
+        init_model(str(tmp_path / "foreign"), tasks, EncoderConfig())
+    with pytest.raises(
+        MtlError, match="'no-such-model' is not a local folder, and loading it as a Hub id failed"
+    ):
+        init_model("no-such-model", tasks, EncoderConfig())
+
+
+def test_hidden_size_mismatch_names_the_checkpoint(ckpt: Path, spam_folder: Path) -> None:
+    meta = json.loads((ckpt / "heads" / "spam.json").read_text())
+    (ckpt / "heads" / "spam.json").write_text(json.dumps({**meta, "in_features": 64}))
+    with pytest.raises(
+        MtlError, match=r"ckpt: head 'spam' expects 64 features but the encoder's hidden size is 32"
+    ):
+        init_model(str(ckpt), {"spam": _task(spam_folder, ["ham", "spam"])}, EncoderConfig())
+
+
+def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_freezing_encoder_lr_and_train_heads(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    t = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "a", freeze_encoder=True, max_steps=4)
+    enc, head = _params(t.model.encoder), _params(t.model.heads["spam"])
+    t.fit()
+    assert not _changed(enc, t.model.encoder) and _changed(head, t.model.heads["spam"])
+    assert not t.model.encoder.training  # a frozen encoder runs without dropout
+    # frozen for the first 3 steps only: unchanged after 3, changed after 5
+    for steps, moved in ((3, False), (5, True)):
+        t = _trainer(
+            tiny_encoder_dir, spam_folder, tmp_path / f"s{steps}", freeze_encoder_steps=3, max_steps=steps
+        )
+        enc = _params(t.model.encoder)
+        t.fit()
+        assert _changed(enc, t.model.encoder) is moved
+    t = _trainer(
+        tiny_encoder_dir, spam_folder, tmp_path / "h", train_heads=["spam2"], encoder_lr=1e-4, max_steps=4
+    )
+    optimizer = t._optimizer()
+    assert [g["lr"] for g in optimizer.param_groups] == [3e-3, 1e-4]  # heads, encoder
+    spam_head, enc = _params(t.model.heads["spam"]), _params(t.model.encoder)
+    t.fit()
+    assert not _changed(spam_head, t.model.heads["spam"]) and _changed(enc, t.model.encoder)
+    with pytest.raises(ValueError, match=r"trainer\.train_heads names tasks not in this run: \['nope'\]"):
+        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "x", train_heads=["nope"])
+
+
+def test_old_heads_ride_along_and_are_evaluated(ckpt: Path, spam_folder: Path, tmp_path: Path) -> None:
+    """Training 'spam' from a checkpoint keeps 'old_spam' untrained, saves it, reports its change."""
+    tasks = {"spam": _task(spam_folder, ["ham", "spam"])}
+    init = init_model(str(ckpt), tasks, EncoderConfig())
+    assert list(init.old_tasks) == ["old_spam", "topic"]
+    # topic's data is gone (its folder moved): it is not evaluated, but its head is still kept and saved
+    data = load_tasks(tasks, init.tokenizer, 32, tmp_path / "cache")
+    cfg = TrainerConfig(
+        batch_size=8, max_steps=4, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}
+    )
+    t = Trainer(
+        init.model,
+        init.tokenizer,
+        tasks,
+        data,
+        cfg,
+        tmp_path / "run",
+        max_length=32,
+        passengers=init.old_tasks,
+    )
+    old = OldTasks(t, init.old_tasks, str(tmp_path / "cache"), 0)
+    assert set(old.data) == {"old_spam"} and old.before["dev"]["old_spam"]["n"] == 8
+    passenger = _params(init.model.heads["old_spam"])
+    t.fit()
+    change = old.change()
+    assert set(change) == {"old_spam/dev", "old_spam/test"}
+    c = change["old_spam/dev"]
+    assert c["change"] == pytest.approx(c["after"] - c["before"])
+    assert not _changed(passenger, init.model.heads["old_spam"])
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "model.json").read_text())
+    assert set(saved["tasks"]) == {"spam", "old_spam", "topic"}
+    assert "| old_spam/dev |" in format_change(change)
