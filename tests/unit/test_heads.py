@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate.state import AcceleratorState
 
 from mtl.checkpoint import load_checkpoint
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
@@ -72,11 +73,18 @@ def _sfs_file(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("head_type", ["upweight", "slice_aware"])
 def test_training_and_checkpoint_with_slice_heads(
-    head_type: str, tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    head_type: str,
+    tiny_encoder_dir: Path,
+    spam_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Through the trainer with bf16 mixed precision (accelerate's, from its environment) and
     gradient accumulation, like any head."""
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    AcceleratorState._reset_state(reset_partial_state=True)  # earlier tests' Accelerator was fp32
+    request.addfinalizer(lambda: AcceleratorState._reset_state(reset_partial_state=True))
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
     task = TaskConfig(
