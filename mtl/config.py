@@ -247,6 +247,8 @@ class TrainerConfig:
         encoder_lr: learning rate of the encoder's parameters (null: the optimizer's, like the heads).
         train_heads: the tasks whose heads are updated (null: all); the others' heads stay fixed while
             their tasks' losses still train the encoder.
+        save_state_every_steps: when to write the resumable state (``resume=true``): 0 after each
+            evaluation, N > 0 also every N optimizer steps, -1 never.
     """
 
     epochs: int = 3
@@ -271,6 +273,7 @@ class TrainerConfig:
     freeze_encoder_steps: int = 0
     encoder_lr: float | None = None
     train_heads: list[str] | None = None
+    save_state_every_steps: int = 0
 
 
 @dataclass
@@ -279,7 +282,8 @@ class TrainConfig:
 
     ``init_from`` starts the run from an mtl checkpoint (its encoder and matching heads), an ``AutoModel``
     folder or a Hub id (see ``mtl.transfer``); ``keep_old_heads`` carries the checkpoint's other heads
-    along, untrained, and reports their metrics before and after.
+    along, untrained, and reports their metrics before and after. ``resume`` continues an interrupted
+    run in ``output_dir`` from its saved state (``mtl.resume``).
     """
 
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
@@ -287,6 +291,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     init_from: str | None = None
     keep_old_heads: bool = True
+    resume: bool = False
     seed: int = 42
     data_root: str = MISSING
     cache_dir: str = MISSING

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from mtl.config import TaskConfig, TrainerConfig
 from mtl.data import Collator, LengthGroupedBatchSampler
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
 from mtl.model import MultitaskModel
+from mtl.resume import load_state, restore_rng, save_state, truncate_log
 from mtl.sampling import epoch_schedule
 from mtl.slicing import load_sfs
 
@@ -68,6 +70,13 @@ class _LoopState:
     stale: int = 0
     last_eval: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch: int = 0
+    pos: int = 0  # micro-batches of ``epoch``'s schedule done
+    drawn: dict[str, int] = field(default_factory=dict)  # batches drawn per task since the start
+
+    def saved(self) -> dict[str, Any]:
+        """What ``mtl.resume`` keeps of it (all but the wall-clock tick)."""
+        return {k: v for k, v in vars(self).items() if k != "tick"}
 
 
 class MetricsLogger:
@@ -209,8 +218,11 @@ class Trainer:
         optimizer: torch.optim.Optimizer = hydra.utils.instantiate(cfg.optimizer)(groups)
         return optimizer
 
-    def fit(self) -> FitResult:
-        """Train, evaluating on dev and keeping the best checkpoint; return the best dev metrics."""
+    def fit(self, resume: bool = False) -> FitResult:
+        """Train, evaluating on dev and keeping the best checkpoint; return the best dev metrics.
+
+        With ``resume``, continue from ``<output_dir>/state`` (see ``mtl.resume``): the same batches,
+        in the same order, with the same random numbers, as if the run had not been interrupted."""
         cfg, acc = self.cfg, self.accelerator
         set_seed(self.seed)
         for task, dsd in self.data.items():
@@ -236,14 +248,33 @@ class Trainer:
         ckpt = self.output_dir / "checkpoint"
         iters: dict[str, Iterator[dict[str, torch.Tensor]]] = {}
         bar = tqdm(total=total, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
-        state = _LoopState()
+        state = _LoopState(drawn={t: 0 for t in train})
+        state_dir = self.output_dir / "state"
 
         def next_batch(task: str) -> dict[str, torch.Tensor]:
+            state.drawn[task] += 1
             try:
                 return next(iters[task])
             except (KeyError, StopIteration):
                 iters[task] = iter(train[task])
                 return next(iters[task])
+
+        if resume:
+            loop = load_state(state_dir, acc, model, optimizer, scheduler, self.run_config)
+            drawn = loop.pop("drawn")
+            for task, n in drawn.items():  # replay the data order (no model compute) to the saved point
+                for _ in range(n):
+                    next_batch(task)
+            state = _LoopState(**loop, drawn=drawn)
+            restore_rng(state_dir, acc)
+            if acc.is_main_process:
+                truncate_log(self.output_dir / "metrics.jsonl", state.step)
+            bar.update(state.step)
+
+        def save_resumable() -> None:
+            state.train_seconds += time.perf_counter() - state.tick
+            save_state(state_dir, acc, model, optimizer, scheduler, state.saved(), self.run_config)
+            state.tick = time.perf_counter()  # the save's time is not training time
 
         def evaluate_and_select(epoch: int) -> None:
             """Dev metrics now; save if best; count evaluations without improvement."""
@@ -279,9 +310,14 @@ class Trainer:
 
         model.train()  # a frozen encoder stays in eval mode (MultitaskModel.train)
         state.tick = time.perf_counter()
-        for epoch in range(cfg.epochs):
-            for task in epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature):
+        start_epoch, start_pos = state.epoch, state.pos
+        every_state = cfg.save_state_every_steps
+        for epoch in range(start_epoch, cfg.epochs):
+            schedule = epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature)
+            state.epoch, state.pos = epoch, start_pos if epoch == start_epoch else 0
+            for task in schedule[state.pos :]:
                 batch = next_batch(task)
+                state.pos += 1
                 with acc.accumulate(model):
                     loss = model(batch, task, loss=True)
                     acc.backward(loss * self.tasks[task].loss_weight)
@@ -314,22 +350,29 @@ class Trainer:
                     logger.log(rec, state.step, "train/")
                     state.losses = []
                 every = cfg.eval_every_steps
-                if (every > 0 and state.step % every == 0) or state.step == total:
+                evaluated = (every > 0 and state.step % every == 0) or state.step == total
+                if evaluated:
                     evaluate_and_select(epoch)
                 if finished():
                     break
+                if (evaluated and every_state >= 0) or (every_state > 0 and state.step % every_state == 0):
+                    save_resumable()
             if finished():
                 break
             if cfg.eval_every_steps <= 0 and state.last_eval != state.step:
                 evaluate_and_select(epoch)
                 if finished():
                     break
+                if every_state >= 0:
+                    save_resumable()
         bar.close()
         logger.close()
         acc.wait_for_everyone()
         # Continue from the best weights so that test metrics and later use see the selected model.
         best_model, _, _, _ = load_checkpoint(ckpt)
         acc.unwrap_model(model).load_state_dict(best_model.state_dict())
+        if acc.is_main_process:  # finished: nothing left to resume
+            shutil.rmtree(state_dir, ignore_errors=True)
         return FitResult(
             state.best_dev,
             state.best_step,

@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> float:
         passengers=init.old_tasks,
     )
     old = OldTasks(trainer, init.old_tasks, cfg.cache_dir, cfg.seed)  # metrics before training
-    fit = trainer.fit()
+    fit = trainer.fit(resume=cfg.resume)
     test = trainer.evaluate("test")
     old_change = old.change()  # and after
     if trainer.accelerator.is_main_process:

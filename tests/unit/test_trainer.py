@@ -12,7 +12,8 @@ from mtl.augment import OnTheFly
 from mtl.config import AugmentConfig, EncoderConfig, SourceConfig, TaskConfig, TrainerConfig
 from mtl.data import load_tasks
 from mtl.model import ClassificationHead, MultitaskModel, build_encoder
-from mtl.trainer import Trainer
+from mtl.trainer import MetricsLogger, Trainer
+from mtl.types import MtlError
 
 
 def _trainer(
@@ -110,3 +111,41 @@ def test_on_the_fly_augmentation_in_the_loop(
     assert not isinstance(trainer._train_data("spam2"), OnTheFly)
     result = trainer.fit()
     assert result.steps == 12 and result.train_examples == 96
+
+
+def test_killed_mid_epoch_and_resumed_equals_uninterrupted(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """State saved every 2 steps; killed at step 7 (mid-epoch, one step after a save); resumed."""
+    settings: dict[str, object] = {"epochs": 2, "eval_every_steps": 5, "save_state_every_steps": 2}
+    full = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "full", **settings)
+    expected = full.fit()
+    assert not (tmp_path / "full" / "state").exists()  # a finished run leaves nothing to resume
+
+    log = MetricsLogger.log
+
+    def killed_at_7(self: MetricsLogger, record: dict, step: int, prefix: str = "") -> None:
+        log(self, record, step, prefix)
+        if record["type"] == "train" and record["step"] == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MetricsLogger, "log", killed_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings).fit()
+    assert json.loads((tmp_path / "cut" / "state" / "loop.json").read_text())["step"] == 6
+    monkeypatch.setattr(MetricsLogger, "log", log)
+    resumed_trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings)
+    resumed = resumed_trainer.fit(resume=True)
+    assert resumed.steps == expected.steps == 24 and resumed.best_step == expected.best_step
+    assert resumed.best_dev == expected.best_dev and resumed.history == expected.history
+    for (name, p), q in zip(
+        full.model.state_dict().items(), resumed_trainer.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(p, q, msg=name)
+    # the log has each record once: those after the saved step were dropped and written again
+    records = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    strip = [[{k: v for k, v in r.items() if k != "examples_per_s"} for r in rs] for rs in (records, again)]
+    assert strip[0] == strip[1]
+    with pytest.raises(MtlError, match="nothing to resume in .*full"):
+        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "full", **settings).fit(resume=True)
