@@ -247,7 +247,6 @@ class Trainer:
         logger = MetricsLogger(self.output_dir, acc.is_main_process)
         ckpt = self.output_dir / "checkpoint"
         iters: dict[str, Iterator[dict[str, torch.Tensor]]] = {}
-        bar = tqdm(total=total, desc="train", disable=not acc.is_local_main_process, dynamic_ncols=True)
         state = _LoopState(drawn={t: 0 for t in train})
         state_dir = self.output_dir / "state"
 
@@ -269,7 +268,13 @@ class Trainer:
             restore_rng(state_dir, acc)
             if acc.is_main_process:
                 truncate_log(self.output_dir / "metrics.jsonl", state.step)
-            bar.update(state.step)
+        bar = tqdm(
+            total=total,
+            initial=state.step,
+            desc="train",
+            disable=not acc.is_local_main_process,
+            dynamic_ncols=True,
+        )
 
         def save_resumable() -> None:
             state.train_seconds += time.perf_counter() - state.tick

@@ -153,6 +153,26 @@ def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: task 'sms': data file")
     assert "/nonexistent/wrench/sms" in proc.stderr and "Traceback" not in proc.stderr
+    for args, message in (
+        (["resume=true"], "error: resume=true: nothing to resume in"),
+        ([f"init_from={tmp_path / 'nope'}"], f"error: init_from '{tmp_path / 'nope'}' does not exist"),
+    ):
+        proc = subprocess.run(
+            [
+                str(exe),
+                "tasks=[youtube]",
+                "encoder=tiny",
+                "trainer=debug",
+                f"output_dir={tmp_path / 'r'}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[
+            -2000:
+        ]
 
 
 def test_label_then_train_on_weak_labels(tmp_path: Path) -> None:

@@ -134,6 +134,10 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(
         _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings).fit()
     assert json.loads((tmp_path / "cut" / "state" / "loop.json").read_text())["step"] == 6
     monkeypatch.setattr(MetricsLogger, "log", log)
+    other = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings)
+    other.run_config = {"seed": 7}
+    with pytest.raises(MtlError, match=r"the config differs from the interrupted run's in \['seed'\]"):
+        other.fit(resume=True)
     resumed_trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings)
     resumed = resumed_trainer.fit(resume=True)
     assert resumed.steps == expected.steps == 24 and resumed.best_step == expected.best_step
@@ -147,5 +151,5 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(
     again = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     strip = [[{k: v for k, v in r.items() if k != "examples_per_s"} for r in rs] for rs in (records, again)]
     assert strip[0] == strip[1]
-    with pytest.raises(MtlError, match="nothing to resume in .*full"):
+    with pytest.raises(MtlError, match=r"nothing to resume in .*full"):
         _trainer(tiny_encoder_dir, spam_folder, tmp_path / "full", **settings).fit(resume=True)
