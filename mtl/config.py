@@ -243,6 +243,8 @@ class TrainerConfig:
         max_steps: stop after this many optimizer steps (-1: run all epochs).
         group_by_length: batch training examples of similar length (less padding, faster on CPU).
         freeze_encoder: never update the encoder (it runs in eval mode: no dropout); only heads train.
+        feature_cache: with ``freeze_encoder``, compute each split's pooled features once (cached) and
+            train the heads on them (``mtl.features``); false runs the frozen encoder every step.
         freeze_encoder_steps: keep the encoder fixed for the first N optimizer steps, then train it too.
         encoder_lr: learning rate of the encoder's parameters (null: the optimizer's, like the heads).
         train_heads: the tasks whose heads are updated (null: all); the others' heads stay fixed while
@@ -270,6 +272,7 @@ class TrainerConfig:
     num_workers: int = 0
     log_every_steps: int = 10
     freeze_encoder: bool = False
+    feature_cache: bool = True
     freeze_encoder_steps: int = 0
     encoder_lr: float | None = None
     train_heads: list[str] | None = None

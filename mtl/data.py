@@ -254,16 +254,19 @@ class Collator:
     """Pad a list of tokenized examples to the longest in the batch; carry hard or soft labels.
 
     ``labels`` is an int tensor (``ABSTAIN`` = -1 masks a row) or, when examples carry ``label_probs``,
-    a float tensor of class probabilities; ``slices`` (rows x slices, 0/1) when examples carry them.
+    a float tensor of class probabilities; ``slices`` (rows x slices, 0/1) and ``features`` (cached
+    pooled vectors) when examples carry them.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        extra = ("label", "label_probs", "slices", "text")
+        extra = ("label", "label_probs", "slices", "text", "features")
         feats = [{k: v for k, v in e.items() if k not in extra} for e in examples]
         batch = dict(self.tokenizer.pad(feats, return_tensors="pt"))
+        if examples and "features" in examples[0]:  # a frozen encoder's cached output (mtl.features)
+            batch["features"] = torch.tensor([e["features"] for e in examples], dtype=torch.float32)
         if examples and "slices" in examples[0]:
             batch["slices"] = torch.tensor([e["slices"] for e in examples], dtype=torch.int8)
         if examples and "label_probs" in examples[0]:

@@ -80,7 +80,10 @@ class MultitaskModel(nn.Module):
         return int(self.encoder.config.hidden_size)
 
     def encode(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Return the pooled sentence vector (batch x hidden) for a tokenized batch."""
+        """Return the pooled sentence vector (batch x hidden) for a tokenized batch, or the batch's
+        ``features`` when it carries them (a frozen encoder's cached output, see ``mtl.features``)."""
+        if "features" in batch:
+            return batch["features"]
         inputs = {k: batch[k] for k in _ENCODER_INPUTS if k in batch}
         hidden = self.encoder(**inputs).last_hidden_state
         if self.pooling == "cls":

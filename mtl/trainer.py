@@ -32,6 +32,7 @@ from mtl.checkpoint import load_checkpoint, save_checkpoint
 from mtl.config import TaskConfig, TrainerConfig
 from mtl.data import Collator, LengthGroupedBatchSampler
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
+from mtl.features import add_features, encoder_fingerprint
 from mtl.model import MultitaskModel
 from mtl.resume import load_state, restore_rng, save_state, truncate_log
 from mtl.sampling import epoch_schedule
@@ -202,6 +203,25 @@ class Trainer:
             for t, d in (self.data if data is None else data).items()
         }
 
+    def _with_features(self) -> dict[str, datasets.DatasetDict]:
+        """Every split with the frozen encoder's pooled features (``mtl.features``), computed once by
+        the main process and cached; not the train split of tasks augmented on the fly."""
+        self.model.to(self.accelerator.device)
+        key = encoder_fingerprint(self.model)
+        out = {}
+        with self.accelerator.main_process_first():
+            for task, dsd in self.data.items():
+                fly = self.tasks[task].augment.tfs and self.tasks[task].augment.mode == "on_the_fly"
+                out[task] = datasets.DatasetDict(
+                    {
+                        s: ds
+                        if s == "train" and fly
+                        else add_features(ds, self.model, self.collate, key, self.cfg.eval_batch_size)
+                        for s, ds in dsd.items()
+                    }
+                )
+        return out
+
     def _optimizer(self) -> torch.optim.Optimizer:
         """The optimizer over the parameters that train: the encoder unless frozen (at ``encoder_lr``
         when set), the heads of ``train_heads`` (all by default), never the passengers'."""
@@ -230,6 +250,8 @@ class Trainer:
                 if split not in dsd or len(dsd[split]) == 0:
                     raise ValueError(f"task {task!r}: split {split!r} is empty")
         optimizer = self._optimizer()
+        if cfg.freeze_encoder and cfg.feature_cache:
+            self.data = self._with_features()
         train = {t: self._loader(self._train_data(t), cfg.batch_size, True) for t in self.data}
         prepared = acc.prepare(self.model, optimizer, *train.values())
         model, optimizer, train = prepared[0], prepared[1], dict(zip(train, prepared[2:], strict=True))

@@ -163,3 +163,31 @@ def test_old_heads_ride_along_and_are_evaluated(ckpt: Path, spam_folder: Path, t
     saved = json.loads((tmp_path / "run" / "checkpoint" / "model.json").read_text())
     assert set(saved["tasks"]) == {"spam", "old_spam", "topic"}
     assert "| old_spam/dev |" in format_change(change)
+
+
+def test_feature_cache_matches_the_frozen_encoder_end_to_end(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    runs = {}
+    for cache in (False, True):
+        t = _trainer(
+            tiny_encoder_dir,
+            spam_folder,
+            tmp_path / str(cache),
+            freeze_encoder=True,
+            feature_cache=cache,
+            epochs=2,
+        )
+        runs[cache] = (t.fit(), t)
+    (plain, t0), (cached, t1) = runs[False], runs[True]
+    assert "features" not in t0.data["spam"]["train"].column_names
+    feats = torch.tensor(t1.data["spam"]["dev"]["features"])
+    assert feats.shape == (8, 32)
+    batch = t1.collate([{k: v for k, v in r.items() if k != "features"} for r in t1.data["spam"]["dev"]])
+    torch.testing.assert_close(feats, t1.model.encode(batch), atol=1e-5, rtol=0)
+    assert cached.best_step == plain.best_step
+    for a, b in zip(plain.history, cached.history, strict=True):
+        assert a["tasks"]["spam"]["accuracy"] == b["tasks"]["spam"]["accuracy"]
+        assert a["mean"] == pytest.approx(b["mean"])
+    for name, p in t0.model.heads.state_dict().items():
+        torch.testing.assert_close(t1.model.heads.state_dict()[name], p, atol=1e-5, rtol=1e-4, msg=name)
