@@ -341,6 +341,63 @@ class PredictConfig:
     text_field: str = "text"
 
 
+@dataclass
+class SetupConfig:
+    """One transfer setup of a benchmark (see ``mtl.bench``).
+
+    Attributes:
+        tasks: the tasks trained and scored.
+        single: one run per task (single-task) instead of one multi-task run.
+        pretrain: first train on these tasks (one run per seed, shared by setups), then start ``tasks``
+            from that checkpoint (``init_from``): intermediate-task transfer.
+        labels: ``gold`` or ``weak`` for every task of the setup (null: each task's own).
+        overrides: more ``mtl-train`` overrides for the setup's runs (e.g. ``trainer.freeze_encoder=true``).
+        budgets: train-row caps for a label-budget curve, one cell each (null in the list: all rows).
+    """
+
+    tasks: list[str] = MISSING
+    single: bool = False
+    pretrain: list[str] | None = None
+    labels: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    budgets: list[int | None] | None = None
+
+
+@dataclass
+class BenchSpec:
+    """A benchmark: setups run over seeds, in a full and a quick size (``conf/bench/<name>.yaml``).
+
+    Attributes:
+        name: the benchmark's name (its output folder).
+        seeds: the seeds of the full size; ``quick_seeds`` those of the quick size.
+        common: ``mtl-train`` overrides of every run; ``full`` and ``quick``: those of one size.
+        setups: setup name to setup.
+    """
+
+    name: str = MISSING
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    quick_seeds: list[int] = field(default_factory=lambda: [0])
+    common: list[str] = field(default_factory=list)
+    full: list[str] = field(default_factory=list)
+    quick: list[str] = field(default_factory=list)
+    setups: dict[str, SetupConfig] = field(default_factory=dict)
+
+
+@dataclass
+class BenchConfig:
+    """Root config of ``mtl-bench``: ``bench`` picks ``conf/bench/<name>.yaml``; ``size`` is ``full`` or
+    ``quick``; finished cells are reused unless ``force``; ``keep_checkpoints`` keeps every cell's
+    checkpoint (pretraining checkpoints are always kept)."""
+
+    bench: BenchSpec = field(default_factory=BenchSpec)
+    size: str = "full"
+    force: bool = False
+    keep_checkpoints: bool = False
+    data_root: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
 def register_configs() -> None:
     """Register the resolvers and the root schemas of the commands (``train_schema``, ``label_schema``...)."""
     _register_resolvers()
@@ -349,6 +406,7 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="label_schema", node=LabelConfig)
+    cs.store(name="benchmark_schema", node=BenchConfig)
 
 
 register_configs()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from accelerate.utils import set_seed
@@ -24,6 +25,12 @@ log = logging.getLogger("mtl.train")
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> float:
+    return float(train(cfg)["mean"]["dev"])
+
+
+def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
+    """One run of a composed ``train`` config: returns what ``report.json`` holds (``mtl-bench`` calls
+    this in-process for each cell, with ``echo=False``: no table printed)."""
     start = time.perf_counter()
     set_seed(cfg.seed)  # before any weights are made: heads (and random encoders) start from the seed
     tasks = task_configs(cfg)
@@ -50,25 +57,26 @@ def main(cfg: DictConfig) -> float:
     fit = trainer.fit(resume=cfg.resume)
     test = trainer.evaluate("test")
     old_change = old.change()  # and after
+    results = {"dev": fit.best_dev, "test": test}
+    extra = {
+        "checkpoint": str(Path(fit.checkpoint).resolve()),
+        "best_step": fit.best_step,
+        "steps": fit.steps,
+        "train_examples": fit.train_examples,
+        "train_examples_per_s": round(fit.examples_per_second, 2),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
+        "train_labels": {t: c.labels for t, c in tasks.items()},
+        "init": init.as_dict(),
+        "old_tasks": old_change,
+    }
     if trainer.accelerator.is_main_process:
-        extra = {
-            "checkpoint": str(Path(fit.checkpoint).resolve()),
-            "best_step": fit.best_step,
-            "steps": fit.steps,
-            "train_examples": fit.train_examples,
-            "train_examples_per_s": round(fit.examples_per_second, 2),
-            "wall_seconds": round(time.perf_counter() - start, 1),
-            "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
-            "train_labels": {t: c.labels for t, c in tasks.items()},
-            "init": init.as_dict(),
-            "old_tasks": old_change,
-        }
         title = "Old tasks (heads kept from init_from, not trained): metric before and after"
         sections = {title: format_change(old_change)} if old_change else {}
-        results = {"dev": fit.best_dev, "test": test}
         table = write_report(cfg.output_dir, results, tasks, extra, "mtl-train report", sections)
-        print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
-    return mean_metric(fit.best_dev)
+        if echo:
+            print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
+    return {"metrics": results, "mean": {s: mean_metric(r) for s, r in results.items()}, **extra}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,322 @@
+"""The benchmark runner behind ``mtl-bench``: transfer setups over seeds, one table, plots.
+
+A benchmark (``conf/bench/<name>.yaml``, schema ``BenchSpec``) names setups (``SetupConfig``): a
+multi-task run, single-task runs, intermediate-task transfer (``pretrain`` then ``init_from``), any
+extra overrides (a frozen encoder, weak labels), and label budgets. ``expand`` turns it into cells, one
+``mtl-train`` run each (composed and run in-process), in ``<output_dir>/cells/<setup>/<budget>/seed<s>``:
+
+* a cell records its resolved config, seed, data sizes, label sources and library versions with its
+  metrics in ``cell.json``; a finished cell is reused unless ``force``; a cell that fails is recorded
+  as failed (with the error) and shown as failed in the table, never dropped;
+* pretraining runs are shared by the setups and seeds that need them (``<output_dir>/pretrain/``).
+
+``summarise`` writes ``results.md`` and ``results.csv`` (per setup and task: mean, std and n of the
+test metric over seeds, and the mean over the setup's tasks) and ``plots`` draws ``setups.png`` and,
+with budgets, ``budgets.png``.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import json
+import logging
+import math
+import platform
+import shutil
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl.config import BenchSpec
+from mtl.types import MtlError
+
+log = logging.getLogger("mtl.bench")
+QUICK_NOTE = (
+    "Quick size: a tiny random encoder, a few steps: it checks the pipeline; its numbers mean nothing."
+)
+Runner = Callable[[list[str]], dict[str, Any]]
+"""Runs one ``mtl-train`` from its overrides and returns its report (``mtl.cli.train.train``)."""
+
+
+@dataclass
+class Cell:
+    """One run of a benchmark: a setup, a seed, a budget (None: all rows) and, for single-task
+    setups, the task."""
+
+    setup: str
+    seed: int
+    budget: int | None
+    tasks: list[str]
+    overrides: list[str]
+    folder: Path
+    pretrain: Cell | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return str(self.folder)
+
+
+def merge_overrides(overrides: Sequence[str], tasks: Sequence[str]) -> list[str]:
+    """Overrides with one value per key, the last one winning (a ``+``/``++`` prefix is kept); those of
+    a task not in ``tasks`` are left out (a benchmark's size caps name every task it uses)."""
+    out: dict[str, str] = {}
+    plus: dict[str, str] = {}
+    for o in overrides:
+        key, _, _ = o.partition("=")
+        bare = key.lstrip("+")
+        if bare.startswith("tasks.") and bare.split(".")[1] not in tasks:
+            continue
+        plus[bare] = key[: len(key) - len(bare)] or plus.get(bare, "")
+        out.pop(bare, None)
+        out[bare] = o.partition("=")[2]
+    return [f"{plus[k]}{k}={v}" for k, v in out.items()]
+
+
+def validate(spec: BenchSpec, known_tasks: Sequence[str]) -> None:
+    """Errors naming the setup and key: unknown tasks, an empty setup, a bad label source or budget."""
+    if not spec.setups:
+        raise MtlError(f"bench {spec.name!r}: no setups")
+    for name, s in spec.setups.items():
+        for key, tasks in (("tasks", s.tasks), ("pretrain", s.pretrain or [])):
+            unknown = [t for t in tasks if t not in known_tasks]
+            if unknown:
+                raise MtlError(
+                    f"bench {spec.name!r}, setup {name!r}: {key} names unknown tasks {unknown} "
+                    f"(known: the files in conf/tasks/)"
+                )
+        if not s.tasks:
+            raise MtlError(f"bench {spec.name!r}, setup {name!r}: tasks is empty")
+        if s.labels not in (None, "gold", "weak"):
+            raise MtlError(
+                f"bench {spec.name!r}, setup {name!r}: labels must be gold or weak, got {s.labels!r}"
+            )
+        if any(b is not None and b < 1 for b in s.budgets or []):
+            raise MtlError(f"bench {spec.name!r}, setup {name!r}: budgets must be >= 1 (or null: all rows)")
+
+
+def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[Cell]:
+    """Every cell of the benchmark at ``size``, with its ``mtl-train`` overrides."""
+    if size not in ("full", "quick"):
+        raise MtlError(f"size must be full or quick, got {size!r}")
+    common = [*base, *spec.common, *(spec.full if size == "full" else spec.quick)]
+    seeds = spec.seeds if size == "full" else spec.quick_seeds
+    pretrained: dict[tuple[tuple[str, ...], int], Cell] = {}
+    cells = []
+    for name, s in spec.setups.items():
+        for seed in seeds:
+            pre = None
+            if s.pretrain:
+                key = (tuple(s.pretrain), seed)
+                if key not in pretrained:
+                    folder = out / "pretrain" / "+".join(s.pretrain) / f"seed{seed}"
+                    ov = [*common, f"tasks=[{','.join(s.pretrain)}]", f"seed={seed}", f"output_dir={folder}"]
+                    ov = merge_overrides(ov, s.pretrain)
+                    pretrained[key] = Cell("pretrain", seed, None, list(s.pretrain), ov, folder)
+                pre = pretrained[key]
+            for budget in s.budgets or [None]:
+                for tasks in [[t] for t in s.tasks] if s.single else [list(s.tasks)]:
+                    folder = out / "cells" / name / ("all" if budget is None else str(budget)) / f"seed{seed}"
+                    folder = folder / tasks[0] if s.single else folder
+                    ov = [*common, f"tasks=[{','.join(tasks)}]", f"seed={seed}", f"output_dir={folder}"]
+                    ov += [f"tasks.{t}.labels={s.labels}" for t in tasks if s.labels]
+                    ov += [f"++tasks.{t}.split.max_rows.train={budget}" for t in tasks if budget is not None]
+                    ov += [f"init_from={pre.folder / 'checkpoint'}"] if pre else []
+                    ov += list(s.overrides)
+                    cells.append(Cell(name, seed, budget, tasks, merge_overrides(ov, tasks), folder, pre))
+    return cells
+
+
+def versions() -> dict[str, str]:
+    """The versions a result depends on."""
+    out = {"python": platform.python_version()}
+    for pkg in ("mtl", "torch", "transformers", "datasets", "accelerate", "numpy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_cell(cell: Cell, run: Runner, force: bool, keep_checkpoint: bool) -> dict[str, Any]:
+    """Run a cell (or reuse its finished ``cell.json``); never raises for a failed run."""
+    record = cell.folder / "cell.json"
+    if record.exists() and not force:
+        done = json.loads(record.read_text())
+        if done.get("status") == "ok":
+            cell.result = done
+            return {**done, "reused": True}
+    if cell.pretrain is not None and cell.pretrain.result.get("status") != "ok":
+        error = f"its pretraining run ({cell.pretrain.folder}) failed"
+        cell.result = {"status": "failed", "error": error}
+    else:
+        start = time.perf_counter()
+        try:
+            report = run(cell.overrides)
+            cell.result = {"status": "ok", **report}
+        except Exception as e:  # a failed cell is reported, never dropped
+            log.error("cell %s failed: %s", cell.folder, e)
+            tail = traceback.format_exc().strip().splitlines()[-3:]
+            cell.result = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": tail}
+        cell.result["wall_seconds"] = round(time.perf_counter() - start, 1)
+        gc.collect()
+    cell.result |= {
+        "setup": cell.setup,
+        "seed": cell.seed,
+        "budget": cell.budget,
+        "tasks": cell.tasks,
+        "overrides": cell.overrides,
+        "versions": versions(),
+    }
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(cell.result, indent=2, default=float))
+    if not keep_checkpoint and cell.setup != "pretrain":
+        shutil.rmtree(cell.folder / "checkpoint", ignore_errors=True)
+    return cell.result
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    n = len(values)
+    mean = statistics.mean(values) if n else math.nan
+    return {"mean": mean, "std": statistics.stdev(values) if n > 1 else 0.0, "n": n}
+
+
+def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full") -> list[dict[str, Any]]:
+    """Rows of the results table (setup, budget, task or ``mean``, mean/std/n over seeds, failures);
+    writes ``results.md``, ``results.csv`` and ``results.json`` into ``out``."""
+    rows = []
+    for name, s in spec.setups.items():
+        for budget in s.budgets or [None]:
+            mine = [c for c in cells if c.setup == name and c.budget == budget]
+            per_seed: dict[int, dict[str, float]] = {}
+            failed: dict[str, list[str]] = {}
+            for c in mine:
+                for t in c.tasks:
+                    if c.result.get("status") == "ok":
+                        per_seed.setdefault(c.seed, {})[t] = float(c.result["metrics"]["test"][t]["metric"])
+                    else:
+                        failed.setdefault(t, []).append(f"seed {c.seed}: {c.result.get('error', '?')}")
+            for t in s.tasks:
+                vals = [m[t] for m in per_seed.values() if t in m]
+                rows.append(
+                    {"setup": name, "budget": budget, "task": t, **_stats(vals), "failed": failed.get(t, [])}
+                )
+            complete = [
+                statistics.mean(m[t] for t in s.tasks) for m in per_seed.values() if len(m) == len(s.tasks)
+            ]
+            all_failed = sorted({f for fs in failed.values() for f in fs})
+            rows.append(
+                {"setup": name, "budget": budget, "task": "mean", **_stats(complete), "failed": all_failed}
+            )
+    _write_tables(spec, rows, out, size)
+    return rows
+
+
+def _cell_text(r: dict[str, Any]) -> str:
+    if r["n"] == 0:
+        return f"failed ({len(r['failed'])})" if r["failed"] else "-"
+    spread = f" ± {r['std']:.4f}" if r["n"] > 1 else ""  # no spread from one seed
+    text = f"{r['mean']:.4f}{spread} (n={r['n']})"
+    return text + (f", {len(r['failed'])} failed" if r["failed"] else "")
+
+
+def _write_tables(spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: str) -> None:
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["task"] != "mean"))
+    lines = [
+        f"# mtl-bench {spec.name} ({size}): test metric, mean ± std over seeds (n = seeds that finished)",
+        "",
+        *([QUICK_NOTE, ""] if size == "quick" else []),
+        "| setup | budget | " + " | ".join(tasks) + " | mean over the setup's tasks |",
+        "|---|---|" + "---|" * (len(tasks) + 1),
+    ]
+    keys = list(dict.fromkeys((r["setup"], r["budget"]) for r in rows))
+    for setup, budget in keys:
+        mine = {r["task"]: r for r in rows if r["setup"] == setup and r["budget"] == budget}
+        cells = [_cell_text(mine[t]) if t in mine else "" for t in [*tasks, "mean"]]
+        lines.append(f"| {setup} | {'all' if budget is None else budget} | " + " | ".join(cells) + " |")
+    failures = [(r["setup"], r["budget"], f) for r in rows if r["task"] == "mean" for f in r["failed"]]
+    if failures:
+        lines += ["", "Failed cells:", *[f"- {s} @ {'all' if b is None else b}, {f}" for s, b, f in failures]]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    with open(out / "results.csv", "w") as f:
+        f.write("setup,budget,task,mean,std,n,failed\n")
+        for r in rows:
+            budget = "all" if r["budget"] is None else r["budget"]
+            f.write(f"{r['setup']},{budget},{r['task']},{r['mean']},{r['std']},{r['n']},{len(r['failed'])}\n")
+    (out / "results.json").write_text(json.dumps(rows, indent=2, default=float))
+
+
+def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: Path) -> list[Path]:
+    """``setups.png`` (each setup's test metric per task, error bars: std over seeds) and, for setups
+    with budgets, ``budgets.png`` (metric against the number of training rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    plain = [
+        r for r in rows if r["budget"] is None and not spec.setups[r["setup"]].budgets and r["task"] != "mean"
+    ]
+    if plain:
+        setups = list(dict.fromkeys(r["setup"] for r in plain))
+        tasks = list(dict.fromkeys(r["task"] for r in plain))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(setups) * max(1, len(tasks)) / 2), 4))
+        width = 0.8 / len(tasks)
+        for j, t in enumerate(tasks):
+            xs, ys, es = [], [], []
+            for i, s in enumerate(setups):
+                r = next((r for r in plain if r["setup"] == s and r["task"] == t), None)
+                if r and r["n"]:
+                    xs.append(i + j * width)
+                    ys.append(r["mean"])
+                    es.append(r["std"])
+            ax.bar(xs, ys, width, yerr=es, label=t, capsize=3)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(setups))], setups, rotation=20, ha="right")
+        ax.set_ylabel("test metric")
+        ax.set_title(f"mtl-bench {spec.name}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "setups.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "setups.png")
+    curves = [r for r in rows if spec.setups[r["setup"]].budgets and r["task"] != "mean" and r["n"]]
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for setup, task in dict.fromkeys((r["setup"], r["task"]) for r in curves):
+            pts = sorted(
+                (_rows_trained(cells, setup, r["budget"], task), r["mean"], r["std"])
+                for r in curves
+                if r["setup"] == setup and r["task"] == task
+            )
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[p[2] for p in pts],
+                marker="o",
+                capsize=3,
+                label=f"{setup} ({task})",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("training rows (log scale)")
+        ax.set_ylabel("test metric")
+        ax.set_title(f"mtl-bench {spec.name}: label budget")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "budgets.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "budgets.png")
+    return written
+
+
+def _rows_trained(cells: list[Cell], setup: str, budget: int | None, task: str) -> int:
+    """The train rows a budget cell really had (``all`` is the split's size)."""
+    for c in cells:
+        if c.setup == setup and c.budget == budget and c.result.get("status") == "ok":
+            return int(c.result["sizes"][task]["train"])
+    return budget or 0

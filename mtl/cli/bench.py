@@ -1,0 +1,66 @@
+"""``mtl-bench``: run a benchmark's transfer setups over seeds; write a results table and plots.
+
+Usage: ``mtl-bench bench=spam [size=quick] [force=true] [bench.seeds=[0,1]] [output_dir=...]``
+(Hydra overrides of ``conf/benchmark.yaml``; ``conf/bench/*.yaml`` are the benchmarks).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+from mtl.bench import expand, plots, run_cell, summarise, validate
+from mtl.cli import user_errors
+from mtl.config import CONF_DIR, BenchSpec
+from mtl.runs import resolved
+from mtl.types import MtlError
+
+
+def _run_train(overrides: list[str]) -> dict:
+    from mtl.cli.train import train
+
+    cfg = compose("train", overrides=overrides)
+    return {**train(cfg, echo=False), "config": resolved(cfg)}
+
+
+@user_errors
+def run(overrides: list[str]) -> Path:
+    """Compose ``benchmark`` with ``overrides``, run every cell, write the table and plots; return the
+    output folder."""
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        try:
+            cfg = compose("benchmark", overrides=overrides)
+        except HydraException as e:  # an unknown benchmark (bench=nosuch), a mistyped key
+            raise MtlError(f"mtl-bench {' '.join(overrides)}: {e}") from e
+        spec: BenchSpec = OmegaConf.to_object(cfg.bench)  # type: ignore[assignment]
+        validate(spec, sorted(p.stem for p in (CONF_DIR / "tasks").glob("*.yaml")))
+        out = Path(cfg.output_dir)
+        base = [f"data_root={cfg.data_root}", f"cache_dir={cfg.cache_dir}"]
+        cells = expand(spec, cfg.size, out, base)
+        pre = list({c.pretrain.key: c.pretrain for c in cells if c.pretrain is not None}.values())
+        todo = [*pre, *cells]
+        for i, cell in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {cell.setup} seed {cell.seed} -> {cell.folder}", flush=True)
+            res = run_cell(cell, _run_train, cfg.force, cfg.keep_checkpoints)
+            status = res["status"] + (" (finished before: reused)" if res.get("reused") else "")
+            print(f"[{i}/{len(todo)}] {status}" + (f": {res['error']}" if res["status"] != "ok" else ""))
+        rows = summarise(spec, cells, out, cfg.size)
+        written = plots(spec, rows, cells, out)
+    print((out / "results.md").read_text())
+    print("written:", ", ".join(str(p) for p in [out / "results.md", out / "results.csv", *written]))
+    return out
+
+
+def main() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        return
+    run(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

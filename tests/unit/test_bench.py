@@ -1,0 +1,119 @@
+"""mtl-bench: cells from a benchmark, reuse and failures, the results table (no training; the plots are
+checked by tests/integration/test_bench.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mtl.bench import expand, merge_overrides, run_cell, summarise, validate
+from mtl.config import BenchSpec, SetupConfig
+from mtl.types import MtlError
+
+SPEC = BenchSpec(
+    name="toy",
+    seeds=[0, 1],
+    common=["trainer.epochs=1"],
+    quick=["encoder=tiny", "++tasks.a.split.max_rows.train=20", "++tasks.b.split.max_rows.train=20"],
+    setups={
+        "multi": SetupConfig(tasks=["a", "b"]),
+        "single": SetupConfig(tasks=["a", "b"], single=True),
+        "b_from_a": SetupConfig(
+            tasks=["b"], pretrain=["a"], labels="weak", overrides=["trainer.freeze_encoder=true"]
+        ),
+        "curve": SetupConfig(tasks=["b"], pretrain=["a"], budgets=[10, None]),
+    },
+)
+
+
+def test_merge_overrides_last_wins_and_drops_other_tasks() -> None:
+    merged = merge_overrides(["x=1", "++tasks.a.k=1", "tasks.b.k=2", "x=2", "tasks.a.k=3"], ["a"])
+    assert merged == ["x=2", "++tasks.a.k=3"]
+
+
+def test_expand_makes_one_cell_per_setup_seed_budget_and_task(tmp_path: Path) -> None:
+    cells = expand(SPEC, "full", tmp_path, ["data_root=/d"])
+    # multi 2 seeds + single 2 tasks x 2 seeds + b_from_a 2 + curve 2 budgets x 2 seeds
+    assert len(cells) == 2 + 4 + 2 + 4
+    single = [c for c in cells if c.setup == "single" and c.seed == 1]
+    assert [c.tasks for c in single] == [["a"], ["b"]]
+    assert single[0].folder == tmp_path / "cells" / "single" / "all" / "seed1" / "a"
+    transfer = next(c for c in cells if c.setup == "b_from_a" and c.seed == 0)
+    assert transfer.pretrain is not None and transfer.pretrain.tasks == ["a"]
+    assert transfer.overrides == [
+        "data_root=/d",
+        "trainer.epochs=1",
+        "tasks=[b]",
+        "seed=0",
+        f"output_dir={transfer.folder}",
+        "tasks.b.labels=weak",
+        f"init_from={tmp_path / 'pretrain' / 'a' / 'seed0' / 'checkpoint'}",
+        "trainer.freeze_encoder=true",
+    ]
+    curve = [c for c in cells if c.setup == "curve" and c.seed == 0]
+    assert curve[0].pretrain is transfer.pretrain  # one pretraining run per task set and seed
+    assert "++tasks.b.split.max_rows.train=10" in curve[0].overrides
+    quick = expand(SPEC, "quick", tmp_path, [])
+    assert len(quick) == 6  # quick_seeds: [0]
+    assert "++tasks.b.split.max_rows.train=10" in next(c for c in quick if c.budget == 10).overrides
+    assert "++tasks.a.split.max_rows.train=20" not in next(c for c in quick if c.budget == 10).overrides
+
+
+def test_validate_names_the_setup_and_the_task() -> None:
+    validate(SPEC, ["a", "b"])
+    transfer = BenchSpec(name="x", setups={"b_from_a": SPEC.setups["b_from_a"]})
+    with pytest.raises(MtlError, match=r"setup 'b_from_a': pretrain names unknown tasks \['a'\]"):
+        validate(transfer, ["b"])
+    bad = BenchSpec(name="x", setups={"s": SetupConfig(tasks=["a"], labels="silver")})
+    with pytest.raises(MtlError, match="setup 's': labels must be gold or weak"):
+        validate(bad, ["a"])
+
+
+def _fake_report(overrides: list[str]) -> dict[str, Any]:
+    tasks = next(o for o in overrides if o.startswith("tasks="))[7:-1].split(",")
+    seed = int(next(o for o in overrides if o.startswith("seed="))[5:])
+    if "b" in tasks and any(o.startswith("init_from") for o in overrides) and seed == 1:
+        raise RuntimeError("out of memory")
+    metric = {"a": 0.8, "b": 0.6}
+    return {
+        "metrics": {"test": {t: {"metric": metric[t] + 0.1 * seed} for t in tasks}},
+        "sizes": {t: {"train": 100} for t in tasks},
+    }
+
+
+def test_cells_run_reuse_fail_and_summarise(tmp_path: Path) -> None:
+    cells = expand(SPEC, "full", tmp_path, [])
+    calls: list[list[str]] = []
+
+    def runner(ov: list[str]) -> dict[str, Any]:
+        calls.append(ov)
+        return _fake_report(ov)
+
+    pre = {c.pretrain.key: c.pretrain for c in cells if c.pretrain}
+    for cell in [*pre.values(), *cells]:
+        run_cell(cell, runner, force=False, keep_checkpoint=False)
+    assert len(calls) == 2 + len(cells)
+    record = json.loads((cells[0].folder / "cell.json").read_text())
+    assert record["status"] == "ok" and record["seed"] == 0 and record["versions"]["torch"]
+    failed = json.loads((tmp_path / "cells" / "b_from_a" / "all" / "seed1" / "cell.json").read_text())
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: out of memory"
+    # finished cells are reused; failed ones run again; force reruns everything
+    calls.clear()
+    for cell in cells:
+        run_cell(cell, runner, force=False, keep_checkpoint=False)
+    assert len(calls) == 3  # b_from_a seed 1, curve seed 1 (two budgets)
+    rows = summarise(SPEC, cells, tmp_path)
+    by = {(r["setup"], r["budget"], r["task"]): r for r in rows}
+    assert by[("multi", None, "a")]["mean"] == pytest.approx(0.85) and by[("multi", None, "a")]["n"] == 2
+    assert by[("multi", None, "a")]["std"] == pytest.approx(0.0707, abs=1e-4)
+    assert by[("multi", None, "mean")]["mean"] == pytest.approx(0.75)
+    assert by[("b_from_a", None, "b")]["n"] == 1 and len(by[("b_from_a", None, "b")]["failed"]) == 1
+    md = (tmp_path / "results.md").read_text()
+    assert "| multi | all | 0.8500 ± 0.0707 (n=2) | 0.6500 ± 0.0707 (n=2) | 0.7500 ± 0.0707 (n=2) |" in md
+    assert "| b_from_a | all |  | 0.6000 (n=1), 1 failed |" in md
+    assert "- b_from_a @ all, seed 1: RuntimeError: out of memory" in md
+    csv = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv[0] == "setup,budget,task,mean,std,n,failed" and "curve,10,b,0.6,0.0,1,1" in csv
