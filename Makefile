@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mtl-installed
 
-.PHONY: help setup demo spam label test test-fast lint format bench-label clean
+.PHONY: help setup demo spam label test test-fast lint format bench-label bench-slices clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 bench-label: $(STAMP)  ## label models vs snorkel 0.10.0 (installs snorkel into .venv; needs ../shared/data)
 	$(BIN)/pip install -q snorkel==0.10.0
 	$(BIN)/python scripts/bench_label_model.py
+
+bench-slices: $(STAMP)  ## plain vs upweight vs slice-aware heads, +/- augmentation, 3 seeds (needs ../shared/data; hours)
+	$(BIN)/python scripts/bench_slices.py
 
 clean:  ## remove run outputs (not the venv)
 	rm -rf outputs multirun
