@@ -168,6 +168,12 @@ class Trainer:
         unknown = sorted(set(cfg.train_heads or []) - set(self.tasks))
         if unknown:
             raise ValueError(f"trainer.train_heads names tasks not in this run: {unknown}")
+        idle = [t for t in self.tasks if cfg.train_heads is not None and t not in cfg.train_heads]
+        if cfg.freeze_encoder and idle:
+            raise ValueError(
+                f"trainer.train_heads with trainer.freeze_encoder leaves nothing to train for tasks {idle}: "
+                "drop them from tasks (init_from keeps their heads) or train their heads"
+            )
 
     def _train_data(self, task: str) -> datasets.Dataset | OnTheFly:
         """The task's training split, wrapped to augment as it is read when its augment mode says so."""

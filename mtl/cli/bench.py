@@ -39,7 +39,12 @@ def run(overrides: list[str]) -> Path:
         spec: BenchSpec = OmegaConf.to_object(cfg.bench)  # type: ignore[assignment]
         validate(spec, sorted(p.stem for p in (CONF_DIR / "tasks").glob("*.yaml")))
         out = Path(cfg.output_dir)
-        base = [f"data_root={cfg.data_root}", f"cache_dir={cfg.cache_dir}"]
+        # a cell is the unit of reuse: an interrupted cell reruns, so no resumable state is written
+        base = [
+            f"data_root={cfg.data_root}",
+            f"cache_dir={cfg.cache_dir}",
+            "trainer.save_state_every_steps=-1",
+        ]
         cells = expand(spec, cfg.size, out, base)
         pre = list({c.pretrain.key: c.pretrain for c in cells if c.pretrain is not None}.values())
         todo = [*pre, *cells]

@@ -127,6 +127,8 @@ def test_freezing_encoder_lr_and_train_heads(
     spam_head, enc = _params(t.model.heads["spam"]), _params(t.model.encoder)
     t.fit()
     assert not _changed(spam_head, t.model.heads["spam"]) and _changed(enc, t.model.encoder)
+    with pytest.raises(ValueError, match=r"leaves nothing to train for tasks \['spam'\]"):
+        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "y", train_heads=["spam2"], freeze_encoder=True)
     with pytest.raises(ValueError, match=r"trainer\.train_heads names tasks not in this run: \['nope'\]"):
         _trainer(tiny_encoder_dir, spam_folder, tmp_path / "x", train_heads=["nope"])
 
