@@ -92,3 +92,25 @@ def test_user_task_file_in_an_extra_search_path(tmp_path: Path) -> None:
     cfg = _compose("train", [f"hydra.searchpath=[file://{tmp_path}]", "tasks=[mine,sms]"])
     tasks = task_configs(cfg)
     assert tasks["mine"].source.text_field == "body" and tasks["mine"].label_names == ["neg", "pos"]
+
+
+BENCHES = sorted(p.stem for p in (CONF_DIR / "bench").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("bench", BENCHES)
+def test_every_benchmark_composes_validates_and_expands(bench: str, tmp_path: Path) -> None:
+    from mtl.bench import expand, validate
+    from mtl.config import BenchSpec
+
+    cfg = _compose("benchmark", [f"bench={bench}"])
+    spec = OmegaConf.to_object(cfg.bench)
+    assert isinstance(spec, BenchSpec) and spec.name == bench
+    validate(spec, TASKS)
+    lines = (CONF_DIR / "bench" / f"{bench}.yaml").read_text().splitlines()
+    assert f"mtl-bench bench={bench}" in lines[0]
+    for size in ("full", "quick"):
+        cells = expand(spec, size, tmp_path, [])
+        assert {c.setup for c in cells} == set(spec.setups)
+        for cell in cells[:3]:  # each cell's overrides compose into a train config
+            train = _compose("train", [o for o in cell.overrides if not o.startswith("init_from")])
+            assert list(train.tasks) == cell.tasks
