@@ -215,7 +215,8 @@ class Trainer:
         self.model.to(self.accelerator.device)
         key = encoder_fingerprint(self.model)
         out = {}
-        with self.accelerator.main_process_first():
+        # under the run's mixed precision, like the encoder would run in training
+        with self.accelerator.main_process_first(), self.accelerator.autocast():
             for task, dsd in self.data.items():
                 fly = self.tasks[task].augment.tfs and self.tasks[task].augment.mode == "on_the_fly"
                 out[task] = datasets.DatasetDict(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from mtl.checkpoint import load_checkpoint
@@ -77,14 +78,13 @@ def test_training_and_checkpoint_with_slice_heads(
     tiny_encoder_dir: Path,
     spam_folder: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    """Through the trainer with bf16 mixed precision (accelerate's, from its environment) and
-    gradient accumulation, like any head."""
-    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    """Through the trainer with bf16 mixed precision (accelerate's shared state, as `accelerate launch
+    --mixed_precision bf16` sets it) and gradient accumulation, like any head."""
     AcceleratorState._reset_state(reset_partial_state=True)  # earlier tests' Accelerator was fp32
     request.addfinalizer(lambda: AcceleratorState._reset_state(reset_partial_state=True))
+    Accelerator(mixed_precision="bf16")  # the trainer's Accelerator joins this state
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
     task = TaskConfig(

@@ -170,7 +170,7 @@ def test_old_heads_ride_along_and_are_evaluated(ckpt: Path, spam_folder: Path, t
 def test_feature_cache_matches_the_frozen_encoder_end_to_end(
     tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
 ) -> None:
-    runs = {}
+    runs, heads0 = {}, {}
     for cache in (False, True):
         t = _trainer(
             tiny_encoder_dir,
@@ -179,7 +179,11 @@ def test_feature_cache_matches_the_frozen_encoder_end_to_end(
             freeze_encoder=True,
             feature_cache=cache,
             epochs=2,
+            # SGD: Adam's normalised steps would turn float-rounding differences in near-zero gradients
+            # into full-size steps, so only SGD makes "the same training" checkable by weights
+            optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5},
         )
+        heads0 = {k: v.clone() for k, v in t.model.heads.state_dict().items()}
         runs[cache] = (t.fit(), t)
     (plain, t0), (cached, t1) = runs[False], runs[True]
     assert "features" not in t0.data["spam"]["train"].column_names
@@ -192,4 +196,5 @@ def test_feature_cache_matches_the_frozen_encoder_end_to_end(
         assert a["tasks"]["spam"]["accuracy"] == b["tasks"]["spam"]["accuracy"]
         assert a["mean"] == pytest.approx(b["mean"])
     for name, p in t0.model.heads.state_dict().items():
-        torch.testing.assert_close(t1.model.heads.state_dict()[name], p, atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(t1.model.heads.state_dict()[name], p, atol=1e-4, rtol=1e-4)
+    assert any(not torch.equal(heads0[k], v) for k, v in t0.model.heads.state_dict().items())
