@@ -278,13 +278,7 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
                     es.append(r["std"])
             ax.bar(xs, ys, width, yerr=es, label=t, capsize=3)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(setups))], setups, rotation=20, ha="right")
-        ax.set_ylabel("test metric")
-        ax.set_title(f"mtl-bench {spec.name}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "setups.png", dpi=120)
-        plt.close(fig)
-        written.append(out / "setups.png")
+        written.append(_save(fig, ax, f"mtl-bench {spec.name}", out / "setups.png"))
     curves = [r for r in rows if spec.setups[r["setup"]].budgets and r["task"] != "mean" and r["n"]]
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -304,14 +298,20 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
             )
         ax.set_xscale("log")
         ax.set_xlabel("training rows (log scale)")
-        ax.set_ylabel("test metric")
-        ax.set_title(f"mtl-bench {spec.name}: label budget")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "budgets.png", dpi=120)
-        plt.close(fig)
-        written.append(out / "budgets.png")
+        written.append(_save(fig, ax, f"mtl-bench {spec.name}: label budget", out / "budgets.png"))
     return written
+
+
+def _save(fig: Any, ax: Any, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel("test metric")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _rows_trained(cells: list[Cell], setup: str, budget: int | None, task: str) -> int:

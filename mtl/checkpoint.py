@@ -87,13 +87,19 @@ def save_checkpoint(
     os.umask(umask)
     for f in tmp.rglob("*"):
         f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+    swap_in(tmp, path)
+    return path
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Replace the folder ``path`` by ``tmp`` with renames: at every instant either the old folder (as
+    ``path`` or ``path.old``) or the new one is complete on disk."""
     old = path.with_name(f"{path.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 def checkpoint_dir(path: str | Path) -> Path:

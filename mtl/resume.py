@@ -12,7 +12,6 @@ unpickled. A run that finishes removes its state.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from mtl.checkpoint import swap_in
 from mtl.types import MtlError
 
 
@@ -71,12 +71,7 @@ def save_state(
     torch.save(_rng_state(), tmp / f"rng_{acc.process_index}.pt")
     acc.wait_for_everyone()
     if acc.is_main_process:
-        old = folder.with_name(f"{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, folder)
     acc.wait_for_everyone()
 
 
