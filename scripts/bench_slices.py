@@ -39,9 +39,18 @@ HEADS = ("plain", "upweight", "slice_aware")
 
 
 def run_one(
-    folder: Path, experiment: str, tasks: list[str], head: str, seed: int, tfs: str | None, size: str
+    folder: Path,
+    experiment: str,
+    tasks: list[str],
+    head: str,
+    seed: int,
+    tfs: str | None,
+    size: str,
+    reuse_only: bool = False,
 ) -> dict[str, Any]:
     report = folder / "report.json"
+    if not report.exists() and reuse_only:
+        return {"failed": ["not run (--reuse-only)"]}
     if not report.exists():
         args = [f"experiment={experiment}", f"seed={seed}", f"output_dir={folder}"]
         for t in tasks:
@@ -118,6 +127,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--augment", choices=["both", "off", "on"], default="both")
     ap.add_argument("--min-slice-n", type=int, default=20)
+    ap.add_argument("--reuse-only", action="store_true", help="summarise finished runs, start none")
     args = ap.parse_args()
     import torch
 
@@ -139,7 +149,16 @@ def main() -> None:
             for head in heads:
                 for seed in seeds:
                     folder = base / set_name / ("aug" if aug else "noaug") / head / f"seed{seed}"
-                    rep = run_one(folder, experiment, tasks, head, seed, tfs if aug else None, args.size)
+                    rep = run_one(
+                        folder,
+                        experiment,
+                        tasks,
+                        head,
+                        seed,
+                        tfs if aug else None,
+                        args.size,
+                        args.reuse_only,
+                    )
                     if "failed" in rep:
                         failed.append(f"{head}/seed{seed}: {rep['failed']}")
                     else:
