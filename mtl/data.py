@@ -368,8 +368,10 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of similar length, in random order: less padding, same examples per epoch.
 
     Each pass shuffles the indices (seeded by ``seed`` and the pass number), cuts them into mega-batches
-    of ``batch_size * mega``, sorts each mega-batch by length, slices it into batches and shuffles the
-    batch order. Every process built with the same seed yields the same batches.
+    of ``batch_size * mega``, sorts each mega-batch by length, slices the result into batches and
+    shuffles the order of the full ones; the one partial batch, if any, comes last (accelerate's
+    sharding across processes keeps only full batches and a last partial one). Every process built
+    with the same seed yields the same batches.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, mega: int = 50) -> None:
@@ -384,10 +386,13 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch += 1
         idx = list(range(len(self.lengths)))
         rng.shuffle(idx)
-        size = self.batch_size * self.mega
-        batches = []
-        for start in range(0, len(idx), size):
-            chunk = sorted(idx[start : start + size], key=lambda i: -self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        size, b = self.batch_size * self.mega, self.batch_size
+        order = [
+            i
+            for start in range(0, len(idx), size)
+            for i in sorted(idx[start : start + size], key=lambda i: -self.lengths[i])
+        ]
+        batches = [order[i : i + b] for i in range(0, len(order), b)]
+        partial = batches.pop() if batches and len(batches[-1]) < b else None
         rng.shuffle(batches)
-        return iter(batches)
+        return iter(batches + ([partial] if partial else []))

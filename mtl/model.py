@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -45,7 +45,12 @@ class MultitaskModel(nn.Module):
         encoder: any ``transformers`` encoder returning ``last_hidden_state``.
         heads: task name to head module.
         pooling: ``mean`` over non-padding tokens, or ``cls`` (the first token).
+
+    ``tokenizer`` and ``max_length`` (set by ``load_checkpoint``) let ``predict`` take raw texts.
     """
+
+    tokenizer: PreTrainedTokenizerBase | None = None
+    max_length: int = 128
 
     def __init__(
         self, encoder: PreTrainedModel, heads: Mapping[str, TaskHead], pooling: str = "mean"
@@ -106,6 +111,23 @@ class MultitaskModel(nn.Module):
         """One encoder pass, every requested head on it: task name to logits."""
         pooled = self.encode(batch)
         return {t: self.heads[t](pooled) for t in tasks}
+
+    def predict(
+        self, texts: Sequence[str], tasks: Sequence[str] | None = None, *, batch_size: int = 64
+    ) -> dict[str, torch.Tensor]:
+        """Class probabilities (len(texts) x classes) of each of ``tasks`` (default: every head), with one
+        encoder pass per batch of length-sorted texts (``mtl.predict.predict``).
+
+        Example:
+            >>> model, *_ = load_checkpoint("outputs/train/<run>/checkpoint")  # doctest: +SKIP
+            >>> model.predict(["WIN a free prize, call now"], tasks=["sms", "youtube"])["sms"]  # doctest: +SKIP
+            tensor([[0.0312, 0.9688]])
+        """
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: load it with load_checkpoint or set model.tokenizer")
+        from mtl.predict import predict
+
+        return predict(self, self.tokenizer, texts, tasks, batch_size=batch_size, max_length=self.max_length)
 
 
 __all__ = ["POOLINGS", "ClassificationHead", "MultitaskModel", "build_encoder", "soft_cross_entropy"]

@@ -22,7 +22,13 @@ import datasets
 import hydra
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    GradientAccumulationPlugin,
+    broadcast_object_list,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
@@ -31,6 +37,7 @@ from mtl.augment import OnTheFly
 from mtl.checkpoint import load_checkpoint, save_checkpoint
 from mtl.config import TaskConfig, TrainerConfig
 from mtl.data import Collator, LengthGroupedBatchSampler
+from mtl.dist import accelerator_kwargs, check_batches, check_sizes
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
 from mtl.features import add_features, encoder_fingerprint
 from mtl.model import MultitaskModel
@@ -158,10 +165,17 @@ class Trainer:
             ),
             # Each step uses one task's head, so the other heads get no gradient in that step.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            # batch_size is the global batch: N processes take batch_size / N rows each (mtl.dist)
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+            **accelerator_kwargs(),
         )
+        n = self.accelerator.num_processes
+        check_batches(cfg.batch_size, cfg.eval_batch_size, n)
+        check_sizes({t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()}, n)
         self.model, self.tokenizer, self.tasks, self.data = model, tokenizer, dict(tasks), data
         self.cfg, self.seed, self.max_length = cfg, seed, max_length
-        self.output_dir = Path(output_dir)
+        # every process writes and reads where the main process does
+        self.output_dir = Path(broadcast_object_list([str(output_dir)])[0]) if n > 1 else Path(output_dir)
         self.run_config = dict(run_config or {})
         self.passengers = dict(passengers or {})
         self.collate = Collator(tokenizer)
@@ -372,11 +386,13 @@ class Trainer:
                 bar.update(1)
                 if state.step % cfg.log_every_steps == 0 or state.step == total:
                     elapsed = state.train_seconds + time.perf_counter() - state.tick
+                    # the mean over processes: each saw its share of the global batches
+                    mean_loss = acc.reduce(torch.tensor(sum(state.losses) / len(state.losses)), "mean")
                     rec = {
                         "type": "train",
                         "step": state.step,
                         "epoch": epoch,
-                        "loss": sum(state.losses) / len(state.losses),
+                        "loss": float(mean_loss),
                         "lr": scheduler.get_last_lr()[0],
                         "examples_per_s": state.examples / max(elapsed, 1e-9),
                     }

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtl.cli import user_errors
 from mtl.config import CONF_DIR, EncoderConfig, TrainerConfig
 from mtl.data import load_tasks
+from mtl.dist import release, state
 from mtl.evaluate import mean_metric, write_report
 from mtl.runs import resolved, task_configs
 from mtl.trainer import Trainer
@@ -25,20 +26,27 @@ log = logging.getLogger("mtl.train")
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> float:
-    return float(train(cfg)["mean"]["dev"])
+    try:
+        return float(train(cfg)["mean"]["dev"])
+    finally:
+        release()  # a multi-process run tears its process group down before exit
 
 
 def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     """One run of a composed ``train`` config: returns what ``report.json`` holds (``mtl-bench`` calls
     this in-process for each cell, with ``echo=False``: no table printed)."""
     start = time.perf_counter()
+    proc = state()  # before anything else: sets up the processes of a multi-process launch
+    if not proc.is_main_process:
+        logging.getLogger("mtl").setLevel(logging.WARNING)  # one copy of the run's log, not N
     set_seed(cfg.seed)  # before any weights are made: heads (and random encoders) start from the seed
     tasks = task_configs(cfg)
     enc_cfg: EncoderConfig = OmegaConf.to_object(cfg.encoder)  # type: ignore[assignment]
     trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
     init = build_model(tasks, enc_cfg, cfg.init_from, cfg.keep_old_heads)
     log.info("%s", init.describe())
-    data = load_tasks(tasks, init.tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
+    with proc.main_process_first():  # the main process prepares, labels and caches; the others read it
+        data = load_tasks(tasks, init.tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
     for name, dsd in data.items():
         log.info("task %s: %s", name, {s: len(d) for s, d in dsd.items()})
     trainer = Trainer(
@@ -65,6 +73,7 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         "train_examples": fit.train_examples,
         "train_examples_per_s": round(fit.examples_per_second, 2),
         "wall_seconds": round(time.perf_counter() - start, 1),
+        "num_processes": trainer.accelerator.num_processes,
         "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
         "train_labels": {t: c.labels for t, c in tasks.items()},
         "init": init.as_dict(),
@@ -76,6 +85,7 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         table = write_report(cfg.output_dir, results, tasks, extra, "mtl-train report", sections)
         if echo:
             print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
+    trainer.accelerator.free_memory()  # the prepared (DDP-wrapped) model and optimizer
     return {"metrics": results, "mean": {s: mean_metric(r) for s, r in results.items()}, **extra}
 
 

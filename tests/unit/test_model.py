@@ -108,3 +108,23 @@ def test_soft_row_weight_scales_its_loss() -> None:
     ce = F.cross_entropy(logits, torch.tensor([0, 1]), reduction="none")
     assert full.item() == pytest.approx(ce.mean().item())
     assert light.item() == pytest.approx(((ce[0] + 0.1 * ce[1]) / 2).item())
+
+
+def test_predict_runs_the_encoder_once_per_batch_and_keeps_text_order(model_and_tok) -> None:  # type: ignore[no-untyped-def]
+    model, tok = model_and_tok
+    texts = ["win cash now call free entry", "hi", "see you at lunch tomorrow", "great video"]
+    with pytest.raises(ValueError, match="no tokenizer"):
+        model.predict(texts)
+    model.tokenizer, model.max_length = tok, 32
+    calls = []
+    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    probs = model.predict(texts, batch_size=3)
+    assert len(calls) == 2  # 2 batches, both heads read each pass
+    assert probs["a"].shape == (4, 2) and probs["b"].shape == (4, 3)
+    torch.testing.assert_close(probs["b"].sum(-1), torch.ones(4))
+    for i, text in enumerate(texts):  # length-sorted batching does not reorder the output
+        alone = model(tok([text], return_tensors="pt"), "b").softmax(-1)[0]
+        torch.testing.assert_close(probs["b"][i], alone, atol=1e-5, rtol=1e-4)
+    assert list(model.predict(texts, tasks=["b"])) == ["b"]
+    with pytest.raises(KeyError, match=r"no head for task\(s\) \['c'\]"):
+        model.predict(texts, tasks=["c"])

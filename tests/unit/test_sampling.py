@@ -47,6 +47,8 @@ def test_length_grouped_batches_cover_each_index_once_and_reduce_padding() -> No
     batches = list(sampler)
     assert len(batches) == len(sampler) == 63
     assert sorted(i for b in batches for i in b) == list(range(500))
+    # only the last batch may be short: accelerate's sharding across processes drops short batches elsewhere
+    assert [len(b) for b in batches] == [8] * 62 + [4]
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     assert sum(lengths) / padded > 0.85
     assert list(sampler) != batches  # a new order every pass
