@@ -120,11 +120,11 @@ class MultitaskModel(nn.Module):
 
         Example:
             >>> model, *_ = load_checkpoint("outputs/train/<run>/checkpoint")  # doctest: +SKIP
-            >>> model.predict(["WIN a free prize, call now"], tasks=["sms", "youtube"])["sms"]  # doctest: +SKIP
+            >>> model.predict(["WIN a free prize, call now"], tasks=["sms"])["sms"]  # doctest: +SKIP
             tensor([[0.0312, 0.9688]])
         """
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: load it with load_checkpoint or set model.tokenizer")
+            raise ValueError("this model has no tokenizer: load it with load_checkpoint, or set .tokenizer")
         from mtl.predict import predict
 
         return predict(self, self.tokenizer, texts, tasks, batch_size=batch_size, max_length=self.max_length)

@@ -82,12 +82,14 @@ def apply_lfs(
     def label_batch(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         keys = list(batch)
         examples = [{k: batch[k][i] for k in keys} for i in range(len(indices))]
-        votes = np.full((len(examples), len(lf_list)), ABSTAIN, dtype=np.int16)
-        failed = np.zeros((len(examples), len(lf_list)), dtype=bool)
+        n = len(examples)
+        cols: list[list[int]] = []
+        failed = np.zeros((n, len(lf_list)), dtype=bool)
         for j, lf in enumerate(lf_list):
             if isinstance(lf, BatchLabelingFunction):
+                col = [ABSTAIN] * n
                 try:
-                    col = lf.vote_batch(examples)
+                    batch_votes = lf.vote_batch(examples)
                 except Exception as e:
                     if not fault_tolerant:
                         raise LFApplicationError(
@@ -95,27 +97,44 @@ def apply_lfs(
                             f"{type(e).__name__}: {e}"
                         ) from e
                     failed[:, j] = True
-                    continue
-                for i, v in enumerate(col):
-                    votes[i, j], failed[i, j] = _check_vote(lf, v, indices[i], cardinality, fault_tolerant)
+                    batch_votes = []
+                for i, v in enumerate(batch_votes):
+                    col[i], failed[i, j] = _check_vote(lf, v, indices[i], cardinality, fault_tolerant)
+                cols.append(col)
                 continue
+            col = []
             for i, x in enumerate(examples):
-                votes[i, j], failed[i, j] = _vote(lf, x, indices[i], cardinality, fault_tolerant)
-        return {"__L": votes.tolist(), "__failed": failed.tolist()}
+                try:  # the fast path: a valid vote is kept as is; anything else goes through _vote
+                    v = lf(x)
+                    ok = type(v) is int and ABSTAIN <= v < cardinality
+                except Exception:
+                    ok = False
+                if not ok:  # _vote runs the LF again and raises, or records the failure
+                    v, failed[i, j] = _vote(lf, x, indices[i], cardinality, fault_tolerant)
+                col.append(v)
+            cols.append(col)
+        return {"__L": [list(r) for r in zip(*cols, strict=True)], "__failed": failed.tolist()}
 
     out = ds.map(
         label_batch,
         batched=True,
         batch_size=batch_size,
         with_indices=True,
-        num_proc=num_proc,
+        num_proc=num_proc if num_proc and num_proc > 1 else None,  # datasets pools even num_proc=1
         remove_columns=ds.column_names,
         desc="labeling functions",
     )
-    L = np.asarray(out["__L"], dtype=np.int16).reshape(len(ds), len(lf_list))
-    failed = np.asarray(out["__failed"], dtype=bool).reshape(len(ds), len(lf_list))
+    L = _matrix(out, "__L", len(lf_list)).astype(np.int16)
+    failed = _matrix(out, "__failed", len(lf_list)).astype(bool)
     failures = {n: int(c) for n, c in zip(names, failed.sum(0), strict=True) if c}
     return LFOutput(L, names, failures)
+
+
+def _matrix(ds: datasets.Dataset, column: str, width: int) -> np.ndarray:
+    """A column of equal-length lists as an (n x width) array, read from Arrow in one go (not row by row)."""
+    chunks = [c.flatten().to_numpy(zero_copy_only=False) for c in ds.data.column(column).chunks]
+    flat = np.concatenate(chunks) if chunks else np.zeros(0)
+    return flat.reshape(len(ds), width)
 
 
 def _check_vote(

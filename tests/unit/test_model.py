@@ -113,7 +113,7 @@ def test_soft_row_weight_scales_its_loss() -> None:
 def test_predict_runs_the_encoder_once_per_batch_and_keeps_text_order(model_and_tok) -> None:  # type: ignore[no-untyped-def]
     model, tok = model_and_tok
     texts = ["win cash now call free entry", "hi", "see you at lunch tomorrow", "great video"]
-    with pytest.raises(ValueError, match="no tokenizer"):
+    with pytest.raises(ValueError, match="no tokenizer: load it with load_checkpoint"):
         model.predict(texts)
     model.tokenizer, model.max_length = tok, 32
     calls = []
