@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mtl-installed
 
-.PHONY: help setup demo spam label test test-fast lint format bench-label bench-slices clean
+.PHONY: help setup demo spam label test test-fast lint format bench-label bench-slices bench-perf clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ bench-label: $(STAMP)  ## label models vs snorkel 0.10.0 (installs snorkel into 
 
 bench-slices: $(STAMP)  ## plain vs upweight vs slice-aware heads, +/- augmentation, 3 seeds (needs ../shared/data; hours)
 	$(BIN)/python scripts/bench_slices.py
+
+bench-perf: $(STAMP)  ## LF application vs snorkel, training loop vs accelerate/HF Trainer, one-pass inference (~25 min)
+	$(BIN)/pip install -q snorkel==0.10.0 'dask[dataframe,distributed]'
+	$(BIN)/python scripts/bench_lf_apply.py
+	$(BIN)/python scripts/bench_train_loop.py
+	$(BIN)/python scripts/bench_inference.py
 
 clean:  ## remove run outputs (not the venv)
 	rm -rf outputs multirun

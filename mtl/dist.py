@@ -71,14 +71,16 @@ def check_sizes(sizes: dict[str, dict[str, int]], num_processes: int) -> None:
         )
 
 
-def release(accelerator: Accelerator | None = None) -> None:
+def release(accelerator: Accelerator | None = None, barrier: bool = True) -> None:
     """Drop the prepared (DDP-wrapped) model and optimizer and destroy the process group before the
-    interpreter exits: left to interpreter shutdown, gloo's threads can abort a rank."""
+    interpreter exits: left to interpreter shutdown, gloo's threads can abort a rank. ``barrier``: wait
+    for every process first (not after an error: the others may never arrive)."""
     if accelerator is not None:
         accelerator.free_memory()
     gc.collect()
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -27,9 +27,12 @@ log = logging.getLogger("mtl.train")
 @user_errors
 def main(cfg: DictConfig) -> float:
     try:
-        return float(train(cfg)["mean"]["dev"])
-    finally:
-        release()  # a multi-process run tears its process group down before exit
+        dev = float(train(cfg)["mean"]["dev"])
+    except BaseException:
+        release(barrier=False)
+        raise
+    release()  # a multi-process run tears its process group down before exit
+    return dev
 
 
 def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
