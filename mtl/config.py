@@ -117,8 +117,9 @@ class SplitConfig:
         test: fraction of rows for ``test`` when the source has no test split.
         salt: mixed into the hash; change it to draw a different split.
         dedup: drop exact duplicate texts inside each split (keeps the first).
-        max_rows: split name to a cap on its rows (a seeded random subset), for sizing runs; ``null``
-            lifts a cap set elsewhere.
+        max_rows: split name to a cap on its rows, for sizing runs; ``null`` lifts a cap set elsewhere.
+            A capped dev or test split is the same random subset for every seed (drawn with ``salt``);
+            a capped train split is a subset drawn with the run's seed.
     """
 
     dev: float = 0.1

@@ -60,6 +60,9 @@ def test_max_rows_caps_each_split(tmp_path: Path) -> None:
     cfg.split.max_rows = {"train": 10, "test": 5}
     dsd = load_task_splits("t", cfg, tmp_path / "cache")
     assert (len(dsd["train"]), len(dsd["test"])) == (10, 5)
+    other = load_task_splits("t", cfg, tmp_path / "cache", seed=1)
+    assert other["test"]["text"] == dsd["test"]["text"]  # every seed is scored on the same test rows
+    assert other["train"]["text"] != dsd["train"]["text"]  # the train subset is the seed's
 
 
 def test_include_and_exclude_regex(tmp_path: Path) -> None:
