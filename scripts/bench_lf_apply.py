@@ -98,7 +98,8 @@ def run_mtl(data: list[str], num_proc: int) -> np.ndarray:
 def _snorkel_lfs() -> list[Any]:
     from snorkel.labeling import LabelingFunction as SnorkelLF
 
-    return [SnorkelLF(n, f=lambda x, f=f: f(x.text)) for n, f in bodies().items()]
+    # str(): dask infers the output type by calling the LFs on a row of NA values
+    return [SnorkelLF(n, f=lambda x, f=f: f(str(x.text))) for n, f in bodies().items()]
 
 
 def run_snorkel(data: list[str]) -> np.ndarray:
