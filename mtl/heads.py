@@ -10,8 +10,10 @@ loss from the batch's labels and slice memberships (``loss``), so the training l
   the base "all examples" slice and every critical slice, an *indicator* (is this example in the
   slice? trained with binary cross-entropy on the slice matrix) and an *expert* representation (a
   linear map of the pooled vector, trained with its own prediction layer on the slice's examples only);
-  the experts are combined by attention over the indicators' confidence, and the combined
-  representation feeds the task's prediction layer (a plain head). Unlike Snorkel's binary-only
+  the experts are combined by attention over the indicators' confidence, and the pooled vector plus
+  that combination (a residual: the head starts out as a plain head instead of waiting for its experts
+  to learn, which made it predict the majority class after a few hundred steps) feeds the task's
+  prediction layer (a plain head). Unlike Snorkel's binary-only
   version, every piece works for any number of classes and on soft labels, and the head needs the
   slice memberships only for training: at prediction time the indicators stand in for them.
 
@@ -126,7 +128,9 @@ class SliceAwareHead(nn.Module):
         experts = F.gelu(self.experts(pooled)).view(n, -1, d)  # (n, slots, d)
         # attention by indicator confidence: the base slot is always "in", so it never gets zero weight
         attn = torch.softmax(F.logsigmoid(ind_logits), dim=-1)  # (n, slots)
-        combined = (attn.unsqueeze(-1) * experts).sum(1)  # (n, d)
+        # residual: the prediction layer sees the pooled vector plus the experts' attention-weighted
+        # correction, so the head starts as a plain head and does not wait for the experts to learn
+        combined = pooled + (attn.unsqueeze(-1) * experts).sum(1)  # (n, d)
         return ind_logits, experts, combined
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:

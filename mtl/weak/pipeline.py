@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -175,7 +177,7 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
             f"{cfg.metric}_covered_rows": on_cov[cfg.metric],
             "accuracy_covered_rows": on_cov["accuracy"],
         }
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # one per process: runs may race
     tmp.mkdir(parents=True, exist_ok=True)
     for split, mat in L.items():
         np.save(tmp / f"L_{split}.npy", mat)
@@ -183,7 +185,10 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
     model.save(tmp / "label_model.json")
     write_summary(analysis, tmp)
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    tmp.replace(folder)
+    try:
+        tmp.replace(folder)
+    except OSError:  # another run with the same cache key published it first: keep theirs (same inputs)
+        shutil.rmtree(tmp, ignore_errors=True)
     return WeakLabels(probs, L, names, analysis, summary, folder)
 
 

@@ -53,6 +53,18 @@ def test_slice_aware_head_multiclass_soft_labels_and_gradients(num_classes: int)
     assert torch.isfinite(head.loss(pooled, hard, slices))
 
 
+def test_slice_aware_head_is_a_plain_head_plus_the_experts_correction() -> None:
+    torch.manual_seed(0)
+    head = SliceAwareHead(8, 3, HeadConfig(type="slice_aware", dropout=0.0), num_slices=2).eval()
+    pooled = torch.randn(5, 8)
+    with torch.no_grad():
+        head.experts.weight.zero_()
+        head.experts.bias.zero_()  # experts output gelu(0) = 0: only the residual path is left
+    torch.testing.assert_close(head(pooled), head.prediction(pooled))
+    attn = torch.softmax(F.logsigmoid(head.indicators(pooled)), -1)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(5))  # attention over slices sums to 1
+
+
 def test_build_head_and_bad_options() -> None:
     assert type(build_head(8, 2, HeadConfig(), 0)) is ClassificationHead
     assert isinstance(build_head(8, 2, HeadConfig(type="slice_aware"), 2), SliceAwareHead)
