@@ -356,67 +356,71 @@ class Trainer:
             patience = cfg.early_stopping_patience
             return state.step >= total or (patience > 0 and state.stale >= patience)
 
-        model.train()  # a frozen encoder stays in eval mode (MultitaskModel.train)
-        state.tick = time.perf_counter()
-        start_epoch, start_pos = state.epoch, state.pos
-        every_state = cfg.save_state_every_steps
-        for epoch in range(start_epoch, cfg.epochs):
-            schedule = epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature)
-            state.epoch, state.pos = epoch, start_pos if epoch == start_epoch else 0
-            for task in schedule[state.pos :]:
-                batch = next_batch(task)
-                state.pos += 1
-                with acc.accumulate(model):
-                    loss = model(batch, task, loss=True)
-                    acc.backward(loss * self.tasks[task].loss_weight)
-                    if state.step < cfg.freeze_encoder_steps:
-                        # grads dropped rather than requires_grad toggled: DDP fixes its set at wrap time
-                        for p in self.model.encoder.parameters():
-                            p.grad = None
-                    if acc.sync_gradients and cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                state.examples += batch["input_ids"].shape[0] * acc.num_processes
-                state.losses.append(float(loss.detach()))
-                if not acc.sync_gradients:
-                    continue
-                scheduler.step()
-                state.step += 1
-                bar.update(1)
-                if state.step % cfg.log_every_steps == 0 or state.step == total:
-                    elapsed = state.train_seconds + time.perf_counter() - state.tick
-                    # the mean over processes: each saw its share of the global batches
-                    mean_loss = acc.reduce(torch.tensor(sum(state.losses) / len(state.losses)), "mean")
-                    rec = {
-                        "type": "train",
-                        "step": state.step,
-                        "epoch": epoch,
-                        "loss": float(mean_loss),
-                        "lr": scheduler.get_last_lr()[0],
-                        "examples_per_s": state.examples / max(elapsed, 1e-9),
-                    }
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
-                    logger.log(rec, state.step, "train/")
-                    state.losses = []
-                every = cfg.eval_every_steps
-                evaluated = (every > 0 and state.step % every == 0) or state.step == total
-                if evaluated:
+        try:  # the bar and the metrics log are closed (flushed) even when training raises
+            model.train()  # a frozen encoder stays in eval mode (MultitaskModel.train)
+            state.tick = time.perf_counter()
+            start_epoch, start_pos = state.epoch, state.pos
+            every_state = cfg.save_state_every_steps
+            for epoch in range(start_epoch, cfg.epochs):
+                schedule = epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature)
+                state.epoch, state.pos = epoch, start_pos if epoch == start_epoch else 0
+                for task in schedule[state.pos :]:
+                    batch = next_batch(task)
+                    state.pos += 1
+                    with acc.accumulate(model):
+                        loss = model(batch, task, loss=True)
+                        acc.backward(loss * self.tasks[task].loss_weight)
+                        if state.step < cfg.freeze_encoder_steps:
+                            # grads dropped rather than requires_grad toggled: DDP fixes its set at wrap time
+                            for p in self.model.encoder.parameters():
+                                p.grad = None
+                        if acc.sync_gradients and cfg.max_grad_norm > 0:
+                            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad()
+                    state.examples += batch["input_ids"].shape[0] * acc.num_processes
+                    state.losses.append(float(loss.detach()))
+                    if not acc.sync_gradients:
+                        continue
+                    scheduler.step()
+                    state.step += 1
+                    bar.update(1)
+                    if state.step % cfg.log_every_steps == 0 or state.step == total:
+                        elapsed = state.train_seconds + time.perf_counter() - state.tick
+                        # the mean over processes: each saw its share of the global batches
+                        mean_loss = acc.reduce(torch.tensor(sum(state.losses) / len(state.losses)), "mean")
+                        rec = {
+                            "type": "train",
+                            "step": state.step,
+                            "epoch": epoch,
+                            "loss": float(mean_loss),
+                            "lr": scheduler.get_last_lr()[0],
+                            "examples_per_s": state.examples / max(elapsed, 1e-9),
+                        }
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
+                        logger.log(rec, state.step, "train/")
+                        state.losses = []
+                    every = cfg.eval_every_steps
+                    evaluated = (every > 0 and state.step % every == 0) or state.step == total
+                    if evaluated:
+                        evaluate_and_select(epoch)
+                    if finished():
+                        break
+                    if (evaluated and every_state >= 0) or (
+                        every_state > 0 and state.step % every_state == 0
+                    ):
+                        save_resumable()
+                if finished():
+                    break
+                if cfg.eval_every_steps <= 0 and state.last_eval != state.step:
                     evaluate_and_select(epoch)
-                if finished():
-                    break
-                if (evaluated and every_state >= 0) or (every_state > 0 and state.step % every_state == 0):
-                    save_resumable()
-            if finished():
-                break
-            if cfg.eval_every_steps <= 0 and state.last_eval != state.step:
-                evaluate_and_select(epoch)
-                if finished():
-                    break
-                if every_state >= 0:
-                    save_resumable()
-        bar.close()
-        logger.close()
+                    if finished():
+                        break
+                    if every_state >= 0:
+                        save_resumable()
+        finally:
+            bar.close()
+            logger.close()
         acc.wait_for_everyone()
         # Continue from the best weights so that test metrics and later use see the selected model.
         best_model, _, _, _ = load_checkpoint(ckpt)
