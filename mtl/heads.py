@@ -119,6 +119,10 @@ class SliceAwareHead(nn.Module):
         self.expert_predictors = nn.Parameter(torch.empty(slots, in_features, num_classes))
         self.expert_bias = nn.Parameter(torch.zeros(slots, num_classes))
         nn.init.xavier_uniform_(self.expert_predictors)
+        # experts start at zero output (gelu(0) = 0), so a fresh head predicts exactly as a plain head
+        # would; they still get gradients (gelu'(0) = 1/2) from the task and their slices' losses
+        nn.init.zeros_(self.experts.weight)
+        nn.init.zeros_(self.experts.bias)
         self.prediction = ClassificationHead(in_features, num_classes, cfg)
         self.aux_weight = cfg.slice_loss_weight
 
@@ -129,7 +133,7 @@ class SliceAwareHead(nn.Module):
         # attention by indicator confidence: the base slot is always "in", so it never gets zero weight
         attn = torch.softmax(F.logsigmoid(ind_logits), dim=-1)  # (n, slots)
         # residual: the prediction layer sees the pooled vector plus the experts' attention-weighted
-        # correction, so the head starts as a plain head and does not wait for the experts to learn
+        # correction, so the head does not wait for the experts to learn before it predicts
         combined = pooled + (attn.unsqueeze(-1) * experts).sum(1)  # (n, d)
         return ind_logits, experts, combined
 

@@ -35,6 +35,7 @@ def test_upweight_loss_counts_slice_rows_more() -> None:
 def test_slice_aware_head_multiclass_soft_labels_and_gradients(num_classes: int) -> None:
     torch.manual_seed(0)
     head = SliceAwareHead(8, num_classes, HeadConfig(type="slice_aware", dropout=0.0), num_slices=3)
+    torch.nn.init.normal_(head.experts.weight)  # experts start at zero; as after some training here
     pooled = torch.randn(6, 8)
     assert head(pooled).shape == (6, num_classes)
     soft = torch.softmax(torch.randn(6, num_classes), -1)
@@ -57,10 +58,11 @@ def test_slice_aware_head_is_a_plain_head_plus_the_experts_correction() -> None:
     torch.manual_seed(0)
     head = SliceAwareHead(8, 3, HeadConfig(type="slice_aware", dropout=0.0), num_slices=2).eval()
     pooled = torch.randn(5, 8)
-    with torch.no_grad():
-        head.experts.weight.zero_()
-        head.experts.bias.zero_()  # experts output gelu(0) = 0: only the residual path is left
+    # a fresh head's experts output gelu(0) = 0: it predicts exactly as its plain prediction layer
     torch.testing.assert_close(head(pooled), head.prediction(pooled))
+    slices = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0]])
+    head.loss(pooled, torch.tensor([0, 1, 2, 0, 1]), slices).backward()
+    assert head.experts.weight.grad is not None and head.experts.weight.grad.abs().sum() > 0  # they learn
     attn = torch.softmax(F.logsigmoid(head.indicators(pooled)), -1)
     torch.testing.assert_close(attn.sum(-1), torch.ones(5))  # attention over slices sums to 1
 
