@@ -165,6 +165,9 @@ class WeakConfig:
         uncovered: rows no LF votes on: ``drop`` them from training, or keep them (``prior``) with the
             label model's class prior at weight ``uncovered_weight``.
         uncovered_weight: loss weight of an uncovered row under ``prior``.
+        calibrate: temperature-scale the label model's probabilities on the dev split's gold labels
+            (covered rows) before training on them: the argmax and accuracy stay, the confidence
+            becomes what dev supports (``mtl.weak.label_model.fit_temperature``).
         num_proc: processes applying the LFs (and the task's slicing functions).
         fault_tolerant: an LF that raises on a row abstains there (counted per LF) instead of stopping;
             an SF that raises leaves the row out of its slice.
@@ -177,6 +180,7 @@ class WeakConfig:
     class_balance: str = "uniform"
     uncovered: str = "drop"
     uncovered_weight: float = 0.1
+    calibrate: bool = True
     num_proc: int = 1
     fault_tolerant: bool = False
 

@@ -40,6 +40,13 @@ def main(cfg: DictConfig) -> float:
                 f"  {split:<5} coverage {m['coverage']:.3f}  {task.metric} all rows "
                 f"{m[f'{task.metric}_all_rows']:.4f}  covered rows {m[f'{task.metric}_covered_rows']:.4f}"
             )
+        if s.get("calibration"):
+            c = s["calibration"]
+            print(
+                f"  calibrated on dev: temperature {c['temperature']:.3g}, dev log-loss "
+                f"{c['dev_nll_before']:.3f} -> {c['dev_nll_after']:.3f}, mean train confidence "
+                f"{c['train_confidence_before']:.3f} -> {c['train_confidence_after']:.3f}"
+            )
         if s["lf_failures"]:
             print(f"  LF failures recorded as abstains: {s['lf_failures']}")
         kept = int((wl.train_probs.sum(1) > 0).sum())

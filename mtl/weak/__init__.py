@@ -17,6 +17,8 @@ from mtl.weak.apply import (
 from mtl.weak.label_model import (
     LabelModel,
     MajorityVote,
+    apply_temperature,
+    fit_temperature,
     load_label_model,
     select_label_model,
 )
@@ -45,7 +47,9 @@ __all__ = [
     "MajorityVote",
     "Preprocessor",
     "apply_lfs",
+    "apply_temperature",
     "checkpoint_lf",
+    "fit_temperature",
     "format_summary",
     "from_sparse",
     "keyword_lf",

@@ -34,6 +34,8 @@ from mtl.weak.label_model import (
     LabelModel,
     LabelModelProtocol,
     MajorityVote,
+    apply_temperature,
+    fit_temperature,
     load_label_model,
     select_label_model,
 )
@@ -117,7 +119,7 @@ def _key(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict) -> str:
         "metric": cfg.metric,
         "data": [dsd[s]._fingerprint for s in ("train", "dev", "test")],
         "lfs": lf_hash,
-        "v": 1,
+        "v": 2,  # 2: probabilities temperature-calibrated on dev
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -151,6 +153,21 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
         model.fit(L["train"], dev_labels=gold["dev"])
     probs = model.predict_proba(L["train"])
     covered = (L["train"] != ABSTAIN).any(1)
+    calibration: dict[str, float] = {}
+    if w.calibrate:  # fix the confidence (not the argmax) on dev gold's covered rows
+        dev_cov = (L["dev"] != ABSTAIN).any(1)
+        p_dev = model.predict_proba(L["dev"])[dev_cov]
+        t = fit_temperature(p_dev, gold["dev"][dev_cov])
+        calibration = {
+            "temperature": t,
+            "dev_nll_before": _nll(p_dev, gold["dev"][dev_cov]),
+            "dev_nll_after": _nll(apply_temperature(p_dev, t), gold["dev"][dev_cov]),
+            "train_confidence_before": float(probs[covered].max(1).mean()) if covered.any() else float("nan"),
+        }
+        probs[covered] = apply_temperature(probs[covered], t)
+        calibration["train_confidence_after"] = (
+            float(probs[covered].max(1).mean()) if covered.any() else float("nan")
+        )
     prior = probs[~covered].mean(0) if (~covered).any() else np.full(k, 1.0 / k)
     if w.uncovered == "drop":
         probs[~covered] = 0.0  # a zero row is masked out of the loss
@@ -162,6 +179,7 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
         "label_model": selection[0]["label_model"] if selection else w.label_model,
         "selection": selection,
         "uncovered_policy": w.uncovered,
+        "calibration": calibration,
         "lf_failures": failures,
     }
     for split in ("train", "dev", "test"):
@@ -190,6 +208,13 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
     except OSError:  # another run with the same cache key published it first: keep theirs (same inputs)
         shutil.rmtree(tmp, ignore_errors=True)
     return WeakLabels(probs, L, names, analysis, summary, folder)
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-6) -> float:
+    """Mean negative log-likelihood of ``labels`` (nan for no rows)."""
+    if len(labels) == 0:
+        return float("nan")
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)).mean())
 
 
 def load_label_probs(task: str, path: str | Path, n_train: int, k: int) -> np.ndarray:

@@ -16,6 +16,8 @@ from mtl.weak import (
     LFApplicationError,
     MajorityVote,
     apply_lfs,
+    apply_temperature,
+    fit_temperature,
     from_sparse,
     keyword_lf,
     label_matrix_from_column,
@@ -213,6 +215,30 @@ def test_label_model_save_load_and_errors(tmp_path: Path) -> None:
         LabelModel(2, class_balance="dev").fit(L)
     with pytest.raises(MtlError, match="has 4 LFs but the label model was fit on 5"):
         lm.predict_proba(L[:, :4])
+
+
+def test_temperature_fixes_confidence_and_keeps_the_argmax() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    right = rng.random(2000) < 0.9  # 90% of rows ranked right, every posterior within 0.02 of 0.5
+    margin = 0.005 + 0.015 * rng.random(2000)
+    p1 = 0.5 + np.where((y == 1) == right, margin, -margin)
+    timid = np.stack([1 - p1, p1], 1)
+    t = fit_temperature(timid, y)
+    sharp = apply_temperature(timid, t)
+    assert t < 0.1
+    np.testing.assert_array_equal(sharp.argmax(1), timid.argmax(1))
+    np.testing.assert_allclose(sharp.sum(1), 1.0)
+    assert 0.85 < sharp.max(1).mean() < 0.97  # about the 90% the ranking deserves, not 0.51
+    nll = [-np.log(q[np.arange(2000), y]).mean() for q in (timid, sharp)]
+    assert nll[1] < nll[0] - 0.3
+    bold = apply_temperature(sharp, 0.05)  # far more confident than 90% accuracy supports: T > 1
+    assert fit_temperature(bold, y) > 1.0
+    # rows without a target are ignored by the fit and stay zero
+    with_empty = np.vstack([timid, np.zeros((3, 2))])
+    assert fit_temperature(with_empty, np.r_[y, [0, 0, 0]]) == pytest.approx(t)
+    assert not apply_temperature(with_empty, t)[-3:].any()
+    assert fit_temperature(np.zeros((2, 2)), np.array([0, 1])) == 1.0
 
 
 def test_select_label_model_uses_dev_only_to_choose() -> None:

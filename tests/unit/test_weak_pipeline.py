@@ -10,6 +10,7 @@ import pytest
 from mtl.config import SourceConfig, TaskConfig, WeakConfig
 from mtl.data import load_task_splits, training_targets
 from mtl.types import MtlError
+from mtl.weak import MajorityVote, apply_temperature
 from mtl.weak.pipeline import weak_label
 
 
@@ -55,6 +56,26 @@ def test_uncovered_rows_dropped_or_kept_at_low_weight(spam_folder: Path, tmp_pat
     assert len(kept) == 48
     weights = sorted(round(sum(p), 4) for p in kept["label_probs"])
     assert weights[0] == 0.1 and weights[-1] == 1.0 and weights.count(0.1) == 48 - covered
+
+
+def test_label_probabilities_are_calibrated_on_dev_unless_disabled(spam_folder: Path, tmp_path: Path) -> None:
+    raw = _task(spam_folder, tmp_path, calibrate=False)
+    dsd = load_task_splits("spam", raw, tmp_path / "cache")
+    plain = weak_label("spam", raw, dsd, tmp_path / "cache")
+    assert plain.summary["calibration"] == {}
+    np.testing.assert_allclose(
+        plain.train_probs,
+        MajorityVote(2).predict_proba(plain.L["train"]) * ((plain.L["train"] != -1).any(1)[:, None]),
+    )
+    cal = weak_label("spam", _task(spam_folder, tmp_path), dsd, tmp_path / "cache")
+    c = cal.summary["calibration"]
+    assert cal.folder != plain.folder  # a cache entry of its own
+    assert c["dev_nll_after"] <= c["dev_nll_before"] and c["temperature"] > 0
+    covered = cal.train_probs.sum(1) > 0
+    np.testing.assert_array_equal(covered, plain.train_probs.sum(1) > 0)
+    np.testing.assert_allclose(
+        cal.train_probs[covered], apply_temperature(plain.train_probs[covered], c["temperature"])
+    )
 
 
 def test_saved_labels_file_and_bad_config(spam_folder: Path, tmp_path: Path) -> None:
