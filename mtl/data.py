@@ -345,12 +345,14 @@ def training_targets(
         wl = weak_label(name, cfg, dsd, cache_dir)
         probs, s = wl.train_probs, wl.summary
         logging.getLogger("mtl.data").info(
-            "task %s: weak labels from %s; train coverage %.3f; dev %s %.4f (label model alone); %s",
+            "task %s: weak labels from %s; train coverage %.3f; dev %s %.4f (label model alone); "
+            "calibration temperature %s; %s",
             name,
             s["label_model"],
             s["train"]["coverage"],
             cfg.metric,
             s["dev"][f"{cfg.metric}_all_rows"],
+            f"{s['calibration']['temperature']:.3g}" if s.get("calibration") else "none",
             wl.folder,
         )
         if s["lf_failures"]:

@@ -5,7 +5,7 @@ Results are cached under ``cache_dir/labels/<task>-<key>/`` (the key covers the 
 config and the LFs' code), so ``mtl-train`` reuses what ``mtl-label`` computed:
 
     L_train.npy L_dev.npy L_test.npy   label matrices (int16, -1 = abstain)
-    train_probs.npy                    the training targets after the uncovered-row policy
+    train_probs.npy                    the training targets (calibrated on dev, then the uncovered policy)
     label_model.json                   the chosen label model (plain JSON)
     lf_analysis.{csv,json}             per-LF coverage/overlaps/conflicts/accuracy (on dev gold)
     summary.json                       coverage, label-model metrics on dev and test, model selection
