@@ -51,8 +51,9 @@ bench-label: $(STAMP)  ## label models vs snorkel 0.10.0 (installs snorkel into 
 	$(BIN)/pip install -q snorkel==0.10.0
 	$(BIN)/python scripts/bench_label_model.py
 
-bench-slices: $(STAMP)  ## plain vs upweight vs slice-aware heads, +/- augmentation, 3 seeds (needs ../shared/data; hours)
-	$(BIN)/python scripts/bench_slices.py
+bench-slices: $(STAMP)  ## plain vs upweight vs slice-aware heads, +/- augmentation, 3 seeds (needs ../shared/data; ~2.5 h)
+	$(BIN)/python scripts/bench_slices.py --sets tweets
+	$(BIN)/python scripts/bench_slices.py --sets spam --size full
 
 bench-perf: $(STAMP)  ## LF application vs snorkel, training loop vs accelerate/HF Trainer, one-pass inference (~25 min)
 	$(BIN)/pip install -q snorkel==0.10.0 'dask[dataframe,distributed]'
