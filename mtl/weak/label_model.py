@@ -345,13 +345,10 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-6) ->
     keep = probs.sum(1) > 0
     if not keep.any():
         return 1.0
-    logp = np.log(np.clip(probs[keep], eps, 1.0))
-    y = labels[keep]
+    rows, y = probs[keep], labels[keep]
 
     def nll(t: float) -> float:
-        z = logp / t
-        z = z - z.max(1, keepdims=True)
-        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
+        return float(-_tempered_log_probs(rows, t, eps)[np.arange(len(y)), y].mean())
 
     grid = np.exp(np.linspace(np.log(0.01), np.log(100.0), 81))
     best = min(grid, key=nll)
@@ -365,7 +362,13 @@ def apply_temperature(probs: np.ndarray, temperature: float, eps: float = 1e-6) 
     probs = np.asarray(probs, dtype=float)
     keep = probs.sum(1) > 0
     out = np.zeros_like(probs)
-    z = np.log(np.clip(probs[keep], eps, 1.0)) / temperature
-    e = np.exp(z - z.max(1, keepdims=True))
-    out[keep] = e / e.sum(1, keepdims=True)
+    out[keep] = np.exp(_tempered_log_probs(probs[keep], temperature, eps))
     return out
+
+
+def _tempered_log_probs(probs: np.ndarray, temperature: float, eps: float) -> np.ndarray:
+    """Row-wise log-softmax of ``log(clip(probs, eps, 1)) / temperature``: the log of ``probs ** (1/T)``
+    renormalised, the one computation ``fit_temperature`` scores and ``apply_temperature`` returns."""
+    z = np.log(np.clip(probs, eps, 1.0)) / temperature
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))

@@ -158,16 +158,15 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
         dev_cov = (L["dev"] != ABSTAIN).any(1)
         p_dev = model.predict_proba(L["dev"])[dev_cov]
         t = fit_temperature(p_dev, gold["dev"][dev_cov])
+        calibrated = apply_temperature(probs[covered], t)
         calibration = {
             "temperature": t,
             "dev_nll_before": _nll(p_dev, gold["dev"][dev_cov]),
             "dev_nll_after": _nll(apply_temperature(p_dev, t), gold["dev"][dev_cov]),
-            "train_confidence_before": float(probs[covered].max(1).mean()) if covered.any() else float("nan"),
+            "train_confidence_before": _confidence(probs[covered]),
+            "train_confidence_after": _confidence(calibrated),
         }
-        probs[covered] = apply_temperature(probs[covered], t)
-        calibration["train_confidence_after"] = (
-            float(probs[covered].max(1).mean()) if covered.any() else float("nan")
-        )
+        probs[covered] = calibrated
     prior = probs[~covered].mean(0) if (~covered).any() else np.full(k, 1.0 / k)
     if w.uncovered == "drop":
         probs[~covered] = 0.0  # a zero row is masked out of the loss
@@ -208,6 +207,11 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
     except OSError:  # another run with the same cache key published it first: keep theirs (same inputs)
         shutil.rmtree(tmp, ignore_errors=True)
     return WeakLabels(probs, L, names, analysis, summary, folder)
+
+
+def _confidence(probs: np.ndarray) -> float:
+    """Mean probability of each row's most likely class (nan for no rows)."""
+    return float(probs.max(1).mean()) if len(probs) else float("nan")
 
 
 def _nll(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-6) -> float:
