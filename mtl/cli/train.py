@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
@@ -77,6 +78,9 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         "train_examples_per_s": round(fit.examples_per_second, 2),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "num_processes": trainer.accelerator.num_processes,
+        "device": str(trainer.accelerator.device),
+        "mixed_precision": trainer.accelerator.mixed_precision,
+        **gpu_memory(trainer.accelerator.device),
         "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
         "train_labels": {t: c.labels for t, c in tasks.items()},
         "init": init.as_dict(),
@@ -90,6 +94,14 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
             print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
     trainer.accelerator.free_memory()  # the prepared (DDP-wrapped) model and optimizer
     return {"metrics": results, "mean": {s: mean_metric(r) for s, r in results.items()}, **extra}
+
+
+def gpu_memory(device: torch.device) -> dict[str, float]:
+    """``peak_gpu_memory_mb``: the most memory torch held allocated on this process's GPU during the run
+    (training and evaluation); empty on a CPU."""
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
     assert "| youtube | accuracy |" in proc.stdout and "| sms | f1 |" in proc.stdout
     report = json.loads((run / "report.json").read_text())
     assert report["steps"] == 12
+    assert (report["device"], report["mixed_precision"]) == ("cpu", "no")
+    assert "peak_gpu_memory_mb" not in report  # CUDA only
     # WRENCH ships its splits: dev and test are used as published (120/250 youtube, 500/500 sms).
     assert report["metrics"]["test"]["youtube"]["n"] == 250 and report["metrics"]["test"]["sms"]["n"] == 500
     assert report["metrics"]["dev"]["youtube"]["n"] == 120 and report["metrics"]["dev"]["sms"]["n"] == 500

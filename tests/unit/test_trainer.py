@@ -153,3 +153,13 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(
     assert strip[0] == strip[1]
     with pytest.raises(MtlError, match=r"nothing to resume in .*full"):
         _trainer(tiny_encoder_dir, spam_folder, tmp_path / "full", **settings).fit(resume=True)
+
+
+def test_report_gives_peak_gpu_memory_in_mib_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtl.cli.train import gpu_memory
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: asked.append(d) or 3 * 2**29)
+    assert gpu_memory(torch.device("cpu")) == {} and asked == []
+    assert gpu_memory(torch.device("cuda", 1)) == {"peak_gpu_memory_mb": 1536.0}
+    assert asked == [torch.device("cuda", 1)]
