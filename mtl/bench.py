@@ -144,13 +144,16 @@ def versions() -> dict[str, str]:
 
 
 def run_cell(cell: Cell, run: Runner, force: bool, keep_checkpoint: bool) -> dict[str, Any]:
-    """Run a cell (or reuse its finished ``cell.json``); never raises for a failed run."""
+    """Run a cell, or reuse its ``cell.json`` if that finished with the same overrides (a benchmark config
+    edited since reruns the cells it changes); never raises for a failed run."""
     record = cell.folder / "cell.json"
     if record.exists() and not force:
         done = json.loads(record.read_text())
-        if done.get("status") == "ok":
+        if done.get("status") == "ok" and done.get("overrides") == cell.overrides:
             cell.result = done
             return {**done, "reused": True}
+        if done.get("status") == "ok":
+            log.info("cell %s: its overrides changed since it ran; running it again", cell.folder)
     if cell.pretrain is not None and cell.pretrain.result.get("status") != "ok":
         error = f"its pretraining run ({cell.pretrain.folder}) failed"
         cell.result = {"status": "failed", "error": error}

@@ -272,6 +272,10 @@ class TrainerConfig:
         early_stopping_patience: stop after this many evaluations without a better mean dev metric
             (0 disables early stopping).
         max_steps: stop after this many optimizer steps (-1: run all epochs).
+        min_steps: plan at least this many optimizer steps, adding epochs when the training data is
+            small (label-budget runs: the same number of steps at every budget; pair it with
+            ``eval_every_steps``, or every added epoch is evaluated); ``max_steps`` and early stopping
+            can still end the run sooner.
         group_by_length: batch training examples of similar length (less padding, faster on CPU).
         freeze_encoder: never update the encoder (it runs in eval mode: no dropout); only heads train.
         feature_cache: with ``freeze_encoder``, compute each split's pooled features once (cached) and
@@ -299,6 +303,7 @@ class TrainerConfig:
     eval_every_steps: int = 0
     early_stopping_patience: int = 0
     max_steps: int = -1
+    min_steps: int = 0
     group_by_length: bool = True
     num_workers: int = 0
     log_every_steps: int = 10

@@ -279,7 +279,10 @@ class Trainer:
         dev = self.eval_loaders("dev")
         num_batches = {t: len(loader) for t, loader in train.items()}
         # Optimizer steps in the run; with accumulation, a partial group carries over into the next epoch.
-        total = sum(num_batches.values()) * cfg.epochs // cfg.grad_accum_steps
+        per_epoch, epochs = sum(num_batches.values()), cfg.epochs
+        total = per_epoch * epochs // cfg.grad_accum_steps
+        if cfg.min_steps > total:  # small data: more epochs, stopping at min_steps
+            total, epochs = cfg.min_steps, math.ceil(cfg.min_steps * cfg.grad_accum_steps / per_epoch)
         if cfg.max_steps >= 0:
             total = min(total, cfg.max_steps)
         # Stepped by hand on each optimizer step (not prepared), so its length is in optimizer steps
@@ -361,7 +364,7 @@ class Trainer:
             state.tick = time.perf_counter()
             start_epoch, start_pos = state.epoch, state.pos
             every_state = cfg.save_state_every_steps
-            for epoch in range(start_epoch, cfg.epochs):
+            for epoch in range(start_epoch, epochs):
                 schedule = epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature)
                 state.epoch, state.pos = epoch, start_pos if epoch == start_epoch else 0
                 for task in schedule[state.pos :]:

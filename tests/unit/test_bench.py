@@ -105,6 +105,14 @@ def test_cells_run_reuse_fail_and_summarise(tmp_path: Path) -> None:
     for cell in cells:
         run_cell(cell, runner, force=False, keep_checkpoint=False)
     assert len(calls) == 3  # b_from_a seed 1, curve seed 1 (two budgets)
+    # a cell whose overrides changed (the benchmark config was edited) runs again; force reruns any
+    calls.clear()
+    cells[0].overrides.append("trainer.min_steps=5")
+    for cell in cells[:2]:
+        run_cell(cell, runner, force=False, keep_checkpoint=False)
+    assert calls == [cells[0].overrides]
+    run_cell(cells[1], runner, force=True, keep_checkpoint=False)
+    assert calls[1:] == [cells[1].overrides]
     rows = summarise(SPEC, cells, tmp_path)
     by = {(r["setup"], r["budget"], r["task"]): r for r in rows}
     assert by[("multi", None, "a")]["mean"] == pytest.approx(0.85) and by[("multi", None, "a")]["n"] == 2

@@ -101,6 +101,28 @@ def test_epoch_end_evaluation_with_accumulation(
     assert [r["epoch"] for r in result.history] == [0, 1]
 
 
+def test_min_steps_adds_epochs_on_small_data(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    """12 batches an epoch: min_steps=18 runs 2 epochs, stopping at step 18, with the schedule over 18."""
+    result = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", epochs=1, min_steps=18).fit()
+    assert result.steps == 18 and result.train_examples == 18 * 8
+    assert [(r["step"], r["epoch"]) for r in result.history] == [(12, 0), (18, 1)]
+    records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["type"] == "train"]
+    assert lrs[-1] == 0.0 and min(lrs[:-1]) > 0  # the linear decay ends at the last planned step
+
+
+def test_min_steps_with_accumulation_and_caps(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    accum = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "a", epochs=1, min_steps=4, grad_accum_steps=5)
+    assert accum.fit().steps == 4  # 2 steps an epoch with 2 batches carried over: 2 epochs
+    assert _trainer(tiny_encoder_dir, spam_folder, tmp_path / "n", epochs=1, min_steps=5).fit().steps == 12
+    capped = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "c", epochs=1, min_steps=30, max_steps=14)
+    assert capped.fit().steps == 14
+
+
 def test_on_the_fly_augmentation_in_the_loop(
     tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
 ) -> None:
