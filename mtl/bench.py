@@ -216,7 +216,14 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
             rows.append(
                 {"setup": name, "budget": budget, "task": "mean", **_stats(complete), "failed": all_failed}
             )
-    _write_tables(spec, rows, out, size)
+    runs = {c.folder: c for c in cells} | {c.pretrain.folder: c.pretrain for c in cells if c.pretrain}
+    seconds = sum(float(c.result.get("wall_seconds", 0.0)) for c in runs.values())
+    n_pre = sum(c.setup == "pretrain" for c in runs.values())
+    compute = (
+        f"Compute: {len(runs) - n_pre} cells and {n_pre} pretraining runs, {seconds / 60:.1f} min of wall "
+        "time in all (the sum of each run's own, from its cell.json; a reused cell counts the time it took)."
+    )
+    _write_tables(spec, rows, out, size, compute)
     return rows
 
 
@@ -228,7 +235,7 @@ def _cell_text(r: dict[str, Any]) -> str:
     return text + (f", {len(r['failed'])} failed" if r["failed"] else "")
 
 
-def _write_tables(spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: str) -> None:
+def _write_tables(spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: str, compute: str) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in rows if r["task"] != "mean"))
     lines = [
         f"# mtl-bench {spec.name} ({size}): test metric, mean ± std over seeds (n = seeds that finished)",
@@ -245,6 +252,7 @@ def _write_tables(spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: 
     failures = [(r["setup"], r["budget"], f) for r in rows if r["task"] == "mean" for f in r["failed"]]
     if failures:
         lines += ["", "Failed cells:", *[f"- {s} @ {'all' if b is None else b}, {f}" for s, b, f in failures]]
+    lines += ["", compute]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     with open(out / "results.csv", "w") as f:
         f.write("setup,budget,task,mean,std,n,failed\n")

@@ -123,5 +123,6 @@ def test_cells_run_reuse_fail_and_summarise(tmp_path: Path) -> None:
     assert "| multi | all | 0.8500 ± 0.0707 (n=2) | 0.6500 ± 0.0707 (n=2) | 0.7500 ± 0.0707 (n=2) |" in md
     assert "| b_from_a | all |  | 0.6000 (n=1), 1 failed |" in md
     assert "- b_from_a @ all, seed 1: RuntimeError: out of memory" in md
+    assert f"Compute: {len(cells)} cells and 2 pretraining runs, 0.0 min of wall time in all" in md
     csv = (tmp_path / "results.csv").read_text().splitlines()
     assert csv[0] == "setup,budget,task,mean,std,n,failed" and "curve,10,b,0.6,0.0,1,1" in csv
