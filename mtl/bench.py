@@ -219,9 +219,10 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
     runs = {c.folder: c for c in cells} | {c.pretrain.folder: c.pretrain for c in cells if c.pretrain}
     seconds = sum(float(c.result.get("wall_seconds", 0.0)) for c in runs.values())
     n_pre = sum(c.setup == "pretrain" for c in runs.values())
+    pre = f"{n_pre} pretraining run" + "s" * (n_pre != 1)
     compute = (
-        f"Compute: {len(runs) - n_pre} cells and {n_pre} pretraining runs, {seconds / 60:.1f} min of wall "
-        "time in all (the sum of each run's own, from its cell.json; a reused cell counts the time it took)."
+        f"Compute: {len(runs) - n_pre} cells and {pre}, {seconds / 60:.1f} min of wall time in all "
+        "(the sum of each run's own, from its cell.json; a reused cell counts the time it took)."
     )
     _write_tables(spec, rows, out, size, compute)
     return rows
