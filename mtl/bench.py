@@ -149,10 +149,10 @@ def run_cell(cell: Cell, run: Runner, force: bool, keep_checkpoint: bool) -> dic
     record = cell.folder / "cell.json"
     if record.exists() and not force:
         done = json.loads(record.read_text())
-        if done.get("status") == "ok" and done.get("overrides") == cell.overrides:
-            cell.result = done
-            return {**done, "reused": True}
         if done.get("status") == "ok":
+            if done.get("overrides") == cell.overrides:
+                cell.result = done
+                return {**done, "reused": True}
             log.info("cell %s: its overrides changed since it ran; running it again", cell.folder)
     if cell.pretrain is not None and cell.pretrain.result.get("status") != "ok":
         error = f"its pretraining run ({cell.pretrain.folder}) failed"

@@ -22,15 +22,15 @@ AutoTokenizer.from_pretrained(".gpu/minilm").save_pretrained("/tmp/minilm")
 name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device (CPU)"
 print(f"device: {name}; torch {torch.__version__}")
 PY
+mkdir -p "$OUT"
 for mp in no bf16; do
   start=$(date +%s)
   # shellcheck disable=SC2086
   "$PY" -m accelerate.commands.launch --config_file conf/accelerate/gpu_bf16.yaml --mixed_precision "$mp" \
     -m mtl.cli.train experiment=tweets encoder.name_or_path=/tmp/minilm "output_dir=$OUT/$mp" ${EXTRA:-} \
-    >"$OUT.$mp.log" 2>&1 || { tail -40 "$OUT.$mp.log"; exit 1; }
+    >"$OUT/$mp.log" 2>&1 || { tail -40 "$OUT/$mp.log"; exit 1; }
   echo "mixed_precision=$mp: $(($(date +%s) - start)) s"
 done
-mv "$OUT".*.log "$OUT/"
 "$PY" - "$OUT" <<'PY'
 import json
 import sys

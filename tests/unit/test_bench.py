@@ -113,6 +113,10 @@ def test_cells_run_reuse_fail_and_summarise(tmp_path: Path) -> None:
     assert calls == [cells[0].overrides]
     run_cell(cells[1], runner, force=True, keep_checkpoint=False)
     assert calls[1:] == [cells[1].overrides]
+    for c in cells:  # the compute line sums the recorded wall times: 30 s a cell, 60 s a pretraining run
+        c.result["wall_seconds"] = 30.0
+        if c.pretrain:
+            c.pretrain.result["wall_seconds"] = 60.0
     rows = summarise(SPEC, cells, tmp_path)
     by = {(r["setup"], r["budget"], r["task"]): r for r in rows}
     assert by[("multi", None, "a")]["mean"] == pytest.approx(0.85) and by[("multi", None, "a")]["n"] == 2
@@ -123,6 +127,7 @@ def test_cells_run_reuse_fail_and_summarise(tmp_path: Path) -> None:
     assert "| multi | all | 0.8500 ± 0.0707 (n=2) | 0.6500 ± 0.0707 (n=2) | 0.7500 ± 0.0707 (n=2) |" in md
     assert "| b_from_a | all |  | 0.6000 (n=1), 1 failed |" in md
     assert "- b_from_a @ all, seed 1: RuntimeError: out of memory" in md
-    assert f"Compute: {len(cells)} cells and 2 pretraining runs, 0.0 min of wall time in all" in md
+    minutes = (len(cells) * 30 + 2 * 60) / 60
+    assert f"Compute: {len(cells)} cells and 2 pretraining runs, {minutes:.1f} min of wall time in all" in md
     csv = (tmp_path / "results.csv").read_text().splitlines()
     assert csv[0] == "setup,budget,task,mean,std,n,failed" and "curve,10,b,0.6,0.0,1,1" in csv
