@@ -9,11 +9,14 @@ Example:
 
 from mtl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, SplitConfig, TaskConfig, TrainerConfig
-from mtl.data import DataError, load_task_splits, load_tasks
 from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head, soft_cross_entropy
 from mtl.model import MultitaskModel, build_encoder
+from mtl.prepare import load_task_splits, load_tasks, prepare_task
+from mtl.sources import DataError
+from mtl.starting_model import StartingModel, starting_model
+from mtl.task import Task, resolve_tasks
 from mtl.trainer import FitResult, Trainer
-from mtl.types import ABSTAIN
+from mtl.types import ABSTAIN, MtlError
 
 __all__ = [
     "ABSTAIN",
@@ -23,10 +26,13 @@ __all__ = [
     "EncoderConfig",
     "FitResult",
     "HeadConfig",
+    "MtlError",
     "MultitaskModel",
     "SliceAwareHead",
     "SourceConfig",
     "SplitConfig",
+    "StartingModel",
+    "Task",
     "TaskConfig",
     "Trainer",
     "TrainerConfig",
@@ -36,6 +42,9 @@ __all__ = [
     "load_checkpoint",
     "load_task_splits",
     "load_tasks",
+    "prepare_task",
+    "resolve_tasks",
     "save_checkpoint",
     "soft_cross_entropy",
+    "starting_model",
 ]

@@ -2,10 +2,11 @@
 
 A TF takes an example (a dict with ``text``) and a seeded ``random.Random`` and returns a transformed
 copy, or ``None`` when it does not apply. A policy decides which TFs make each augmented copy:
-``random`` (``n_tfs`` TFs drawn uniformly) or ``mean_field`` (each TF applied with its own probability).
-``augment`` applies a policy to a training split once, through ``Dataset.map`` (so the result is
-cached), seeded per row and copy: the same seed gives the same augmented set. ``OnTheFly`` instead
-augments in the data loader: every pass over the split draws new variants, seeded per pass and row.
+``random`` (``n_tfs`` TFs drawn uniformly) or ``mean_field`` (each TF applied with its own probability),
+built from a task's ``augment`` config by ``build_policy``. ``augment`` applies a policy to a training
+split once, through ``Dataset.map`` (so the result is cached), seeded per row and copy: the same seed
+gives the same augmented set. ``OnTheFly`` instead augments in the data loader: every pass over the
+split draws new variants, seeded per pass and row.
 
 Example:
     >>> import random
@@ -24,15 +25,14 @@ from typing import Any
 
 import datasets
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from mtl.config import AugmentConfig
+from mtl.config import AugmentConfig, AugmentPolicy
 from mtl.slicing import SlicingFunction
 from mtl.types import MtlError
-from mtl.weak.lf import Example, Preprocessor, load_object
-
-POLICIES = ("random", "mean_field")
-MODES = ("once", "on_the_fly")
+from mtl.userload import load_list
+from mtl.weak.lf import Example, Preprocessor
 
 
 class TransformationFunction:
@@ -84,74 +84,102 @@ def transformation_function(
 
 def load_tfs(ref: str) -> list[TransformationFunction]:
     """The TFs named by a config reference (``file.py:NAME`` or ``module:NAME``)."""
-    obj = load_object(ref)
-    tfs = list(obj) if isinstance(obj, list | tuple) else None
-    if not tfs or not all(isinstance(tf, TransformationFunction) for tf in tfs):
-        raise MtlError(f"{ref!r} must be a non-empty list of TransformationFunction objects")
-    return tfs
+    return load_list(ref, TransformationFunction, "transformation functions")
 
 
-def _apply_policy(
-    x: Example, tfs: Sequence[TransformationFunction], cfg: AugmentConfig, rng: random.Random, row: int
-) -> Example | None:
-    if cfg.policy == "random":
-        chosen = [tfs[rng.randrange(len(tfs))] for _ in range(cfg.n_tfs)]
-    else:
-        chosen = [tf for tf, p in zip(tfs, cfg.probabilities, strict=True) if rng.random() < p]
-    out: Example | None = None
-    for tf in chosen:
-        try:
-            res = tf(out or x, rng)
-        except MtlError:
-            raise
-        except Exception as e:
+class Policy:
+    """Which TFs make one augmented copy, applied in sequence: ``random`` draws ``n_tfs`` of them
+    uniformly (with replacement); ``mean_field`` applies each TF with its own probability.
+
+    ``policy(x, rng, row)`` returns the augmented example, or ``None`` when no chosen TF applies. A TF
+    that raises is reported with its name and the row.
+
+    Example:
+        >>> import random
+        >>> policy = Policy([typo], "random", n_tfs=1)
+        >>> policy({"text": "wonderful flight"}, random.Random(0), row=0)["text"] != "wonderful flight"
+        True
+    """
+
+    def __init__(
+        self,
+        tfs: Sequence[TransformationFunction],
+        kind: AugmentPolicy | str = AugmentPolicy.random,
+        *,
+        n_tfs: int = 1,
+        probabilities: Sequence[float] = (),
+    ) -> None:
+        self.tfs, self.kind, self.n_tfs = list(tfs), AugmentPolicy(kind), n_tfs
+        self.probabilities = list(probabilities)
+        if not self.tfs:
+            raise MtlError("an augmentation policy needs at least one transformation function")
+        if self.kind == AugmentPolicy.mean_field and len(self.probabilities) != len(self.tfs):
             raise MtlError(
-                f"transformation function {tf.name!r} failed on row {row}: {type(e).__name__}: {e}"
-            ) from e
-        out = res if res is not None else out
-    return out
+                f"augment.probabilities needs one probability per TF ({len(self.tfs)}), "
+                f"got {len(self.probabilities)}"
+            )
+        if n_tfs < 1:
+            raise MtlError(f"augment.n_tfs must be >= 1, got {n_tfs}")
+
+    def __call__(self, x: Example, rng: random.Random, row: int) -> Example | None:
+        if self.kind == AugmentPolicy.random:
+            chosen = [self.tfs[rng.randrange(len(self.tfs))] for _ in range(self.n_tfs)]
+        else:
+            chosen = [tf for tf, p in zip(self.tfs, self.probabilities, strict=True) if rng.random() < p]
+        out: Example | None = None
+        for tf in chosen:
+            try:
+                res = tf(out or x, rng)
+            except MtlError:
+                raise
+            except Exception as e:
+                raise MtlError(
+                    f"transformation function {tf.name!r} failed on row {row}: {type(e).__name__}: {e}"
+                ) from e
+            out = res if res is not None else out
+        return out
 
 
-def validate_augment(task: str, cfg: AugmentConfig, n_tfs: int) -> None:
-    """Config errors naming the task and the key."""
-    if cfg.mode not in MODES:
-        raise MtlError(f"task {task!r}: augment.mode {cfg.mode!r} is not one of {list(MODES)}")
-    if cfg.policy not in POLICIES:
-        raise MtlError(f"task {task!r}: augment.policy {cfg.policy!r} is not one of {list(POLICIES)}")
-    if cfg.policy == "mean_field" and len(cfg.probabilities) != n_tfs:
-        raise MtlError(
-            f"task {task!r}: augment.probabilities needs one probability per TF ({n_tfs}), "
-            f"got {len(cfg.probabilities)}"
-        )
-    if cfg.copies < 1 or cfg.n_tfs < 1:
-        raise MtlError(f"task {task!r}: augment.copies and augment.n_tfs must be >= 1")
+def build_policy(task: str, tfs: Sequence[TransformationFunction], cfg: AugmentConfig) -> Policy:
+    """The policy a task's ``augment`` config describes; errors name the task and the key."""
+    if cfg.copies < 1:
+        raise MtlError(f"task {task!r}: augment.copies must be >= 1, got {cfg.copies}")
+    try:
+        return Policy(tfs, cfg.policy, n_tfs=cfg.n_tfs, probabilities=cfg.probabilities)
+    except MtlError as e:
+        raise MtlError(f"task {task!r}: {e}") from e
 
 
-def augment(task: str, ds: datasets.Dataset, cfg: AugmentConfig, seed: int) -> datasets.Dataset:
-    """The training split with ``cfg.copies`` augmented copies per example (and the originals when
-    ``keep_original``); every other column (labels, soft labels) is copied to the augmented rows. A copy
-    that no chosen TF applies to is not added."""
-    assert cfg.tfs
-    tfs = load_tfs(cfg.tfs)
-    validate_augment(task, cfg, len(tfs))
+def augment(
+    ds: datasets.Dataset,
+    policy: Policy,
+    *,
+    copies: int = 1,
+    keep_original: bool = True,
+    seed: int = 0,
+    desc: str = "augment",
+) -> datasets.Dataset:
+    """The training split with ``copies`` augmented copies per example (and the originals when
+    ``keep_original``), each drawn by ``policy`` seeded per row and copy; every other column (labels,
+    soft labels) is copied to the augmented rows. A copy that no chosen TF applies to is not added."""
     columns = ds.column_names
 
     def batch_fn(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {c: [] for c in columns}
         for i, row in enumerate(indices):
             x = {c: batch[c][i] for c in columns}
-            if cfg.keep_original:
+            if keep_original:
                 for c in columns:
                     out[c].append(x[c])
-            for copy in range(cfg.copies):
+            for copy in range(copies):
                 rng = random.Random(f"{seed}-{row}-{copy}")
-                new = _apply_policy(x, tfs, cfg, rng, row)
+                new = policy(x, rng, row)
                 if new is not None and new["text"] != x["text"]:
                     for c in columns:
                         out[c].append(new["text"] if c == "text" else x[c])
         return out
 
-    return ds.map(batch_fn, batched=True, with_indices=True, desc=f"augment {task}")
+    return ds.map(batch_fn, batched=True, with_indices=True, desc=desc)
 
 
 class OnTheFly(torch.utils.data.Dataset[dict[str, Any]]):
@@ -164,29 +192,32 @@ class OnTheFly(torch.utils.data.Dataset[dict[str, Any]]):
     does not depend on the number of processes or workers.
 
     Args:
-        task: the task's name, for error messages.
         ds: the tokenized split; it must keep its ``text`` column.
-        cfg: the task's augmentation config.
+        policy: draws the augmented variants.
         tokenizer: the encoder's tokenizer.
         max_length: truncation length.
+        copies: variants per original (sets the chance of reading the original).
+        keep_original: whether the original itself is read sometimes.
         seed: the run's seed.
         sfs: the task's slicing functions, if it has slices.
     """
 
     def __init__(
         self,
-        task: str,
         ds: datasets.Dataset,
-        cfg: AugmentConfig,
+        policy: Policy,
         tokenizer: PreTrainedTokenizerBase,
         max_length: int,
-        seed: int,
+        *,
+        copies: int = 1,
+        keep_original: bool = True,
+        seed: int = 0,
         sfs: Sequence[SlicingFunction] = (),
     ) -> None:
-        assert cfg.tfs and "text" in ds.column_names
-        self.tfs = load_tfs(cfg.tfs)
-        validate_augment(task, cfg, len(self.tfs))
-        self.task, self.ds, self.cfg, self.seed, self.sfs = task, ds, cfg, seed, list(sfs)
+        if "text" not in ds.column_names:
+            raise ValueError("OnTheFly needs the split's text column (tokenize with keep_text=True)")
+        self.ds, self.policy, self.seed, self.sfs = ds, policy, seed, list(sfs)
+        self.copies, self.keep_original = copies, keep_original
         self.tokenizer, self.max_length = tokenizer, max_length
         self.lengths = [len(x) for x in ds["input_ids"]]
         self.epoch = 0
@@ -201,10 +232,10 @@ class OnTheFly(torch.utils.data.Dataset[dict[str, Any]]):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = dict(self.ds[i])
         rng = random.Random(f"{self.seed}-{self.epoch}-{i}")
-        if self.cfg.keep_original and rng.random() < 1 / (self.cfg.copies + 1):
+        if self.keep_original and rng.random() < 1 / (self.copies + 1):
             new = None
         else:
-            new = _apply_policy(row, self.tfs, self.cfg, rng, i)
+            new = self.policy(row, rng, i)
         text = row.pop("text")
         if new is not None and new["text"] != text:
             row.update(self.tokenizer(new["text"], truncation=True, max_length=self.max_length))
@@ -256,8 +287,6 @@ _NEGATIONS = frozenset(
 @functools.lru_cache(maxsize=1)
 def sentiment_words() -> frozenset[str]:
     """Words that carry sentiment (VADER's lexicon) plus negations: the TFs below never touch them."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
     return frozenset(SentimentIntensityAnalyzer().lexicon) | _NEGATIONS
 
 
@@ -355,9 +384,6 @@ class EmbeddingSynonyms:
 
     def _load(self) -> None:
         """Read the embedding table on first use, so importing a task file stays cheap."""
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
         tok = AutoTokenizer.from_pretrained(self.name_or_path)
         emb = AutoModel.from_pretrained(self.name_or_path).get_input_embeddings().weight.detach()
         vocab = tok.get_vocab()

@@ -30,8 +30,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from mtl.config import HeadConfig, TaskConfig
-from mtl.data import as_task_config
+from mtl.config import HeadConfig, TaskConfig, as_task_config
 from mtl.heads import TaskHead, build_head
 from mtl.model import MultitaskModel
 from mtl.types import MtlError

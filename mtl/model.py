@@ -1,10 +1,9 @@
 """The multi-task model: one shared encoder, a pooled vector, a head per task.
 
 Example:
-    >>> from mtl.config import EncoderConfig, HeadConfig
     >>> from mtl.heads import ClassificationHead
     >>> enc, tok = build_encoder(EncoderConfig(name_or_path="path/to/bert"))  # doctest: +SKIP
-    >>> model = MultitaskModel(enc, {"spam": ClassificationHead(384, 2, HeadConfig())})  # doctest: +SKIP
+    >>> model = MultitaskModel(enc, {"spam": ClassificationHead(384, 2)})  # doctest: +SKIP
     >>> logits = model(tok(["hi"], return_tensors="pt"), "spam")  # doctest: +SKIP
 """
 
@@ -16,17 +15,15 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from mtl.config import EncoderConfig
+from mtl.config import EncoderConfig, Pooling, check_choices
 from mtl.heads import ClassificationHead, TaskHead, soft_cross_entropy
 
-POOLINGS = ("mean", "cls")
 _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def build_encoder(cfg: EncoderConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the shared encoder and its tokenizer (or build a random BERT when ``random_init`` is set)."""
-    if cfg.pooling not in POOLINGS:
-        raise ValueError(f"encoder.pooling must be one of {POOLINGS}, got {cfg.pooling!r}")
+    check_choices(cfg, "encoder.")
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.name_or_path)
     if cfg.random_init:
         config = AutoConfig.for_model(
@@ -53,11 +50,15 @@ class MultitaskModel(nn.Module):
     max_length: int = 128
 
     def __init__(
-        self, encoder: PreTrainedModel, heads: Mapping[str, TaskHead], pooling: str = "mean"
+        self, encoder: PreTrainedModel, heads: Mapping[str, TaskHead], pooling: Pooling | str = Pooling.mean
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        try:
+            pooling = Pooling(pooling)
+        except ValueError:
+            raise ValueError(
+                f"pooling must be one of {[p.value for p in Pooling]}, got {pooling!r}"
+            ) from None
         bad = [t for t in heads if "." in t or not t]
         if bad:
             raise ValueError(f"task names must be non-empty and contain no '.': {bad}")
@@ -91,7 +92,7 @@ class MultitaskModel(nn.Module):
             return batch["features"]
         inputs = {k: batch[k] for k in _ENCODER_INPUTS if k in batch}
         hidden = self.encoder(**inputs).last_hidden_state
-        if self.pooling == "cls":
+        if self.pooling == Pooling.cls:
             return hidden[:, 0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -112,22 +113,52 @@ class MultitaskModel(nn.Module):
         pooled = self.encode(batch)
         return {t: self.heads[t](pooled) for t in tasks}
 
+    @torch.no_grad()
     def predict(
-        self, texts: Sequence[str], tasks: Sequence[str] | None = None, *, batch_size: int = 64
+        self,
+        texts: Sequence[str],
+        tasks: Sequence[str] | None = None,
+        *,
+        batch_size: int = 64,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        max_length: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Class probabilities (len(texts) x classes) of each of ``tasks`` (default: every head), with one
-        encoder pass per batch of length-sorted texts (``mtl.predict.predict``).
+        """Class probabilities (len(texts) x classes) of each of ``tasks`` (default: every head), in the
+        order of ``texts``. Texts are batched by length (less padding); each batch runs the encoder once
+        for all heads. ``tokenizer`` and ``max_length`` default to the model's (``load_checkpoint`` sets
+        them).
 
         Example:
             >>> model, *_ = load_checkpoint("outputs/train/<run>/checkpoint")  # doctest: +SKIP
             >>> model.predict(["WIN a free prize, call now"], tasks=["sms"])["sms"]  # doctest: +SKIP
             tensor([[0.0312, 0.9688]])
         """
-        if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: load it with load_checkpoint, or set .tokenizer")
-        from mtl.predict import predict
+        tokenizer = tokenizer or self.tokenizer
+        if tokenizer is None:
+            raise ValueError("this model has no tokenizer: load it with load_checkpoint, or pass tokenizer=")
+        max_length = max_length or self.max_length
+        names = list(tasks) if tasks else list(self.heads)
+        unknown = [t for t in names if t not in self.heads]
+        if unknown:
+            raise KeyError(f"no head for task(s) {unknown} in this model; heads: {sorted(self.heads)}")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = {t: torch.empty(len(texts), self.num_classes[t]) for t in names}
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
+            for task, logits in self.forward_all(batch, names).items():
+                out[task][idx] = logits.float().softmax(-1).cpu()
+        self.train(was_training)
+        return out
 
-        return predict(self, self.tokenizer, texts, tasks, batch_size=batch_size, max_length=self.max_length)
 
-
-__all__ = ["POOLINGS", "ClassificationHead", "MultitaskModel", "build_encoder", "soft_cross_entropy"]
+__all__ = ["ClassificationHead", "MultitaskModel", "build_encoder", "soft_cross_entropy"]

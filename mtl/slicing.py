@@ -21,10 +21,9 @@ from typing import Any
 import datasets
 import numpy as np
 
-from mtl.config import TaskConfig
-from mtl.types import MtlError
+from mtl.userload import load_list
 from mtl.weak.apply import apply_lfs
-from mtl.weak.lf import Example, LabelingFunction, Preprocessor, load_object
+from mtl.weak.lf import Example, LabelingFunction, Preprocessor
 
 
 class SlicingFunction(LabelingFunction):
@@ -53,11 +52,7 @@ def slicing_function(
 
 def load_sfs(ref: str) -> list[SlicingFunction]:
     """The SFs named by a config reference (``file.py:NAME`` or ``module:NAME``): a list of SFs."""
-    obj = load_object(ref)
-    sfs = list(obj) if isinstance(obj, list | tuple) else None
-    if not sfs or not all(isinstance(sf, SlicingFunction) for sf in sfs):
-        raise MtlError(f"{ref!r} must be a non-empty list of SlicingFunction objects (@slicing_function)")
-    return sfs
+    return load_list(ref, SlicingFunction, "made with @slicing_function")
 
 
 def slice_matrix(
@@ -71,8 +66,3 @@ def slice_matrix(
     ``fault_tolerant`` a failing SF leaves the row out of its slice."""
     out = apply_lfs(ds, sfs, 2, num_proc=num_proc, fault_tolerant=fault_tolerant)
     return (out.L == 1).astype(np.int8)
-
-
-def num_slices(task: TaskConfig) -> int:
-    """How many slicing functions a task has (0 without ``slices``)."""
-    return len(load_sfs(task.slices)) if task.slices else 0

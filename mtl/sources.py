@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import glob
 import json
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from typing import Any
 
 import datasets
 
-from mtl.config import PROJECT_ROOT, SourceConfig
+from mtl.config import SourceConfig
 from mtl.types import MtlError
+from mtl.userload import resolve_path
 
 SPLITS = ("train", "dev", "test")
 _WRENCH_FILES = {"train": ["train.json"], "dev": ["valid.json"], "test": ["test.json"]}
@@ -37,15 +37,6 @@ class RawRow:
     file: str
     line: int
     extra: dict[str, Any]
-
-
-def resolve_path(path: str) -> Path:
-    """Resolve a relative path against the working directory, then against the project root."""
-    p = Path(os.path.expanduser(path))
-    if p.is_absolute() or p.exists():
-        return p
-    alt = PROJECT_ROOT / p
-    return alt if alt.exists() else p
 
 
 # ---------------------------------------------------------------------------------------------- readers

@@ -9,7 +9,6 @@ without improvement.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -40,10 +39,11 @@ from mtl.data import Collator, LengthGroupedBatchSampler
 from mtl.dist import accelerator_kwargs, check_batches, check_sizes
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
 from mtl.features import add_features, encoder_fingerprint
+from mtl.logger import MetricsLogger
 from mtl.model import MultitaskModel
 from mtl.resume import load_state, restore_rng, save_state, truncate_log
 from mtl.sampling import epoch_schedule
-from mtl.slicing import load_sfs
+from mtl.task import Task
 
 
 @dataclass
@@ -87,45 +87,32 @@ class _LoopState:
         return {k: v for k, v in vars(self).items() if k != "tick"}
 
 
-class MetricsLogger:
-    """Append records to ``metrics.jsonl`` (and TensorBoard when it is installed), main process only."""
+@dataclass
+class _Run:
+    """What one ``fit`` works with: the prepared model, optimizer, scheduler and loaders, its plan
+    (optimizer steps, epochs), its log, progress bar and bookkeeping."""
 
-    def __init__(self, folder: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = folder / "metrics.jsonl"
-        self.tb: Any = None
-        if enabled:
-            folder.mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    train: dict[str, DataLoader]
+    dev: dict[str, DataLoader]
+    num_batches: dict[str, int]
+    total: int
+    epochs: int
+    logger: MetricsLogger = field(init=False)
+    bar: Any = field(init=False)
+    state: _LoopState = field(init=False)
+    iters: dict[str, Iterator[dict[str, torch.Tensor]]] = field(default_factory=dict)
 
-                self.tb = SummaryWriter(str(folder / "tensorboard"))
-            except ImportError:  # TensorBoard is optional
-                self.tb = None
-
-    def log(self, record: dict[str, Any], step: int, prefix: str = "") -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
-        if self.tb is not None:
-            for key, value in _flatten(record).items():
-                if isinstance(value, int | float) and key not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{prefix}{key}", value, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    def next_batch(self, task: str) -> dict[str, torch.Tensor]:
+        """The task's next training batch; a new pass over its loader when one ends."""
+        self.state.drawn[task] += 1
+        try:
+            return next(self.iters[task])
+        except (KeyError, StopIteration):
+            self.iters[task] = iter(self.train[task])
+            return next(self.iters[task])
 
 
 class Trainer:
@@ -134,7 +121,7 @@ class Trainer:
     Args:
         model: the shared encoder and heads.
         tokenizer: saved with every checkpoint.
-        tasks: task name to config (metric, loss weight, labels).
+        tasks: task name to ``Task`` (metric, loss weight, slicing and transformation functions).
         data: task name to tokenized ``train``/``dev`` (and ``test``) datasets.
         cfg: the trainer config.
         output_dir: where ``checkpoint/``, ``metrics.jsonl`` and TensorBoard logs go.
@@ -149,7 +136,7 @@ class Trainer:
         self,
         model: MultitaskModel,
         tokenizer: PreTrainedTokenizerBase,
-        tasks: Mapping[str, TaskConfig],
+        tasks: Mapping[str, Task],
         data: Mapping[str, datasets.DatasetDict],
         cfg: TrainerConfig,
         output_dir: str | Path,
@@ -176,6 +163,7 @@ class Trainer:
         self.cfg, self.seed, self.max_length = cfg, seed, max_length
         # every process writes and reads where the main process does
         self.output_dir = Path(broadcast_object_list([str(output_dir)])[0]) if n > 1 else Path(output_dir)
+        self.checkpoint_dir, self.state_dir = self.output_dir / "checkpoint", self.output_dir / "state"
         self.run_config = dict(run_config or {})
         self.passengers = dict(passengers or {})
         self.collate = Collator(tokenizer)
@@ -191,11 +179,20 @@ class Trainer:
 
     def _train_data(self, task: str) -> datasets.Dataset | OnTheFly:
         """The task's training split, wrapped to augment as it is read when its augment mode says so."""
-        cfg, ds = self.tasks[task], self.data[task]["train"]
-        if not (cfg.augment.tfs and cfg.augment.mode == "on_the_fly"):
+        t, ds = self.tasks[task], self.data[task]["train"]
+        if not t.augments_on_the_fly or t.policy is None:
             return ds
-        sfs = load_sfs(cfg.slices) if cfg.slices else []
-        return OnTheFly(task, ds, cfg.augment, self.tokenizer, self.max_length, self.seed, sfs)
+        aug = t.config.augment
+        return OnTheFly(
+            ds,
+            t.policy,
+            self.tokenizer,
+            self.max_length,
+            copies=aug.copies,
+            keep_original=aug.keep_original,
+            seed=self.seed,
+            sfs=t.sfs,
+        )
 
     def _loader(self, ds: datasets.Dataset | OnTheFly, batch_size: int, shuffle: bool) -> DataLoader:
         if shuffle and self.cfg.group_by_length:
@@ -232,7 +229,7 @@ class Trainer:
         # under the run's mixed precision, like the encoder would run in training
         with self.accelerator.main_process_first(), self.accelerator.autocast():
             for task, dsd in self.data.items():
-                fly = self.tasks[task].augment.tfs and self.tasks[task].augment.mode == "on_the_fly"
+                fly = self.tasks[task].augments_on_the_fly
                 out[task] = datasets.DatasetDict(
                     {
                         s: ds
@@ -264,6 +261,33 @@ class Trainer:
 
         With ``resume``, continue from ``<output_dir>/state`` (see ``mtl.resume``): the same batches,
         in the same order, with the same random numbers, as if the run had not been interrupted."""
+        run = self._start(resume)
+        every, state = self.cfg.eval_every_steps, run.state
+        try:  # the bar and the metrics log are closed (flushed) even when training raises
+            run.model.train()  # a frozen encoder stays in eval mode (MultitaskModel.train)
+            state.tick = time.perf_counter()
+            for epoch, task in self._schedule(run):
+                if task is None:  # the end of an epoch: evaluated then unless every N steps
+                    due = every <= 0 and state.last_eval != state.step
+                elif self._train_step(run, task, epoch):
+                    due = (every > 0 and state.step % every == 0) or state.step == run.total
+                else:
+                    continue  # a micro-batch inside an accumulation group
+                if due:
+                    self._evaluate_select_save(run, epoch)
+                if self._finished(run):
+                    break
+                if self._state_due(run, due, end_of_epoch=task is None):
+                    self._save_resumable(run)
+        finally:
+            run.bar.close()
+            run.logger.close()
+        return self._finish(run)
+
+    # --------------------------------------------------------------------------- the steps of fit()
+
+    def _start(self, resume: bool) -> _Run:
+        """Everything the loop needs, prepared by accelerate; with ``resume``, restored to the saved point."""
         cfg, acc = self.cfg, self.accelerator
         set_seed(self.seed)
         for task, dsd in self.data.items():
@@ -278,166 +302,168 @@ class Trainer:
         model, optimizer, train = prepared[0], prepared[1], dict(zip(train, prepared[2:], strict=True))
         dev = self.eval_loaders("dev")
         num_batches = {t: len(loader) for t, loader in train.items()}
-        # Optimizer steps in the run; with accumulation, a partial group carries over into the next epoch.
-        per_epoch, epochs = sum(num_batches.values()), cfg.epochs
-        total = per_epoch * epochs // cfg.grad_accum_steps
-        if cfg.min_steps > total:  # small data: more epochs, stopping at min_steps
-            total, epochs = cfg.min_steps, math.ceil(cfg.min_steps * cfg.grad_accum_steps / per_epoch)
-        if cfg.max_steps >= 0:
-            total = min(total, cfg.max_steps)
+        total, epochs = self._plan(sum(num_batches.values()))
         # Stepped by hand on each optimizer step (not prepared), so its length is in optimizer steps
         # whatever the number of processes.
         scheduler = get_scheduler(
             cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total
         )
-        logger = MetricsLogger(self.output_dir, acc.is_main_process)
-        ckpt = self.output_dir / "checkpoint"
-        iters: dict[str, Iterator[dict[str, torch.Tensor]]] = {}
-        state = _LoopState(drawn={t: 0 for t in train})
-        state_dir = self.output_dir / "state"
-
-        def next_batch(task: str) -> dict[str, torch.Tensor]:
-            state.drawn[task] += 1
-            try:
-                return next(iters[task])
-            except (KeyError, StopIteration):
-                iters[task] = iter(train[task])
-                return next(iters[task])
-
+        run = _Run(model, optimizer, scheduler, train, dev, num_batches, total, epochs)
+        run.logger = MetricsLogger(self.output_dir, acc.is_main_process)
+        run.state = _LoopState(drawn={t: 0 for t in train})
         if resume:
-            loop = load_state(state_dir, acc, model, optimizer, scheduler, self.run_config)
+            loop = load_state(self.state_dir, acc, model, optimizer, scheduler, self.run_config)
             drawn = loop.pop("drawn")
             for task, n in drawn.items():  # replay the data order (no model compute) to the saved point
                 for _ in range(n):
-                    next_batch(task)
-            state = _LoopState(**loop, drawn=drawn)
-            restore_rng(state_dir, acc)
+                    run.next_batch(task)
+            run.state = _LoopState(**loop, drawn=drawn)
+            restore_rng(self.state_dir, acc)
             if acc.is_main_process:
-                truncate_log(self.output_dir / "metrics.jsonl", state.step)
-        bar = tqdm(
+                truncate_log(self.output_dir / "metrics.jsonl", run.state.step)
+        run.bar = tqdm(
             total=total,
-            initial=state.step,
+            initial=run.state.step,
             desc="train",
             disable=not acc.is_local_main_process,
             dynamic_ncols=True,
         )
+        return run
 
-        def save_resumable() -> None:
-            state.train_seconds += time.perf_counter() - state.tick
-            save_state(state_dir, acc, model, optimizer, scheduler, state.saved(), self.run_config)
-            state.tick = time.perf_counter()  # the save's time is not training time
+    def _plan(self, per_epoch: int) -> tuple[int, int]:
+        """Optimizer steps and epochs of the run, from the micro-batches in one epoch. With
+        accumulation, a partial group carries over into the next epoch."""
+        cfg = self.cfg
+        epochs = cfg.epochs
+        total = per_epoch * epochs // cfg.grad_accum_steps
+        if cfg.min_steps > total:  # small data: more epochs, stopping at min_steps
+            total, epochs = cfg.min_steps, math.ceil(cfg.min_steps * cfg.grad_accum_steps / per_epoch)
+        if cfg.max_steps >= 0:
+            total = min(total, cfg.max_steps)
+        return total, epochs
 
-        def evaluate_and_select(epoch: int) -> None:
-            """Dev metrics now; save if best; count evaluations without improvement."""
-            state.train_seconds += time.perf_counter() - state.tick
-            metrics = evaluate_tasks(model, dev, self.tasks, acc)
-            score = mean_metric(metrics)
+    def _schedule(self, run: _Run) -> Iterator[tuple[int, str | None]]:
+        """``(epoch, task)`` of every micro-batch from the loop's position on (each epoch's task order
+        from ``epoch_schedule``), and ``(epoch, None)`` at the end of each epoch."""
+        state = run.state
+        start_epoch, start_pos = state.epoch, state.pos
+        for epoch in range(start_epoch, run.epochs):
+            schedule = epoch_schedule(
+                run.num_batches, self.cfg.sampling, self.seed, epoch, self.cfg.temperature
+            )
+            state.epoch, state.pos = epoch, start_pos if epoch == start_epoch else 0
+            for task in schedule[state.pos :]:
+                yield epoch, task
+            yield epoch, None
+
+    def _train_step(self, run: _Run, task: str, epoch: int) -> bool:
+        """One micro-batch of ``task``: forward, backward and, at the end of an accumulation group, the
+        optimizer step (logged every ``log_every_steps``). True when an optimizer step was taken."""
+        cfg, acc, state = self.cfg, self.accelerator, run.state
+        batch = run.next_batch(task)
+        state.pos += 1
+        with acc.accumulate(run.model):
+            loss = run.model(batch, task, loss=True)
+            acc.backward(loss * self.tasks[task].config.loss_weight)
+            if state.step < cfg.freeze_encoder_steps:
+                # grads dropped rather than requires_grad toggled: DDP fixes its set at wrap time
+                for p in self.model.encoder.parameters():
+                    p.grad = None
+            if acc.sync_gradients and cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+        state.examples += batch["input_ids"].shape[0] * acc.num_processes
+        state.losses.append(float(loss.detach()))
+        if not acc.sync_gradients:
+            return False
+        run.scheduler.step()
+        state.step += 1
+        run.bar.update(1)
+        if state.step % cfg.log_every_steps == 0 or state.step == run.total:
+            elapsed = state.train_seconds + time.perf_counter() - state.tick
+            # the mean over processes: each saw its share of the global batches
+            mean_loss = acc.reduce(torch.tensor(sum(state.losses) / len(state.losses)), "mean")
             rec = {
-                "type": "eval",
-                "split": "dev",
+                "type": "train",
                 "step": state.step,
                 "epoch": epoch,
-                "mean": score,
-                "tasks": metrics,
+                "loss": float(mean_loss),
+                "lr": run.scheduler.get_last_lr()[0],
+                "examples_per_s": state.examples / max(elapsed, 1e-9),
             }
-            logger.log(rec, state.step, "dev/")
-            state.history.append(rec)
-            state.last_eval = state.step
-            if acc.is_main_process:
-                bar.write(
-                    f"step {state.step} dev mean {score:.4f}  "
-                    + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items())
-                )
-            if score > state.best or not state.best_dev:  # the first evaluation is kept even if NaN
-                state.best, state.best_dev, state.best_step, state.stale = score, metrics, state.step, 0
-                self._save(ckpt, {"step": state.step, "dev": metrics, "dev_mean": score})
-            else:
-                state.stale += 1
-            state.tick = time.perf_counter()
+            run.bar.set_postfix(loss=f"{rec['loss']:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
+            run.logger.log(rec, state.step, "train/")
+            state.losses = []
+        return True
 
-        def finished() -> bool:
-            patience = cfg.early_stopping_patience
-            return state.step >= total or (patience > 0 and state.stale >= patience)
+    def _evaluate_select_save(self, run: _Run, epoch: int) -> None:
+        """Dev metrics now; save the checkpoint if they are the best so far; count evaluations without
+        improvement (early stopping). Evaluation time is not training time."""
+        state = run.state
+        state.train_seconds += time.perf_counter() - state.tick
+        metrics = evaluate_tasks(run.model, run.dev, self.tasks, self.accelerator)
+        score = mean_metric(metrics)
+        rec = {
+            "type": "eval",
+            "split": "dev",
+            "step": state.step,
+            "epoch": epoch,
+            "mean": score,
+            "tasks": metrics,
+        }
+        run.logger.log(rec, state.step, "dev/")
+        state.history.append(rec)
+        state.last_eval = state.step
+        if self.accelerator.is_main_process:
+            run.bar.write(
+                f"step {state.step} dev mean {score:.4f}  "
+                + "  ".join(f"{t}={m['metric']:.4f}" for t, m in metrics.items())
+            )
+        if score > state.best or not state.best_dev:  # the first evaluation is kept even if NaN
+            state.best, state.best_dev, state.best_step, state.stale = score, metrics, state.step, 0
+            self._save(self.checkpoint_dir, {"step": state.step, "dev": metrics, "dev_mean": score})
+        else:
+            state.stale += 1
+        state.tick = time.perf_counter()
 
-        try:  # the bar and the metrics log are closed (flushed) even when training raises
-            model.train()  # a frozen encoder stays in eval mode (MultitaskModel.train)
-            state.tick = time.perf_counter()
-            start_epoch, start_pos = state.epoch, state.pos
-            every_state = cfg.save_state_every_steps
-            for epoch in range(start_epoch, epochs):
-                schedule = epoch_schedule(num_batches, cfg.sampling, self.seed, epoch, cfg.temperature)
-                state.epoch, state.pos = epoch, start_pos if epoch == start_epoch else 0
-                for task in schedule[state.pos :]:
-                    batch = next_batch(task)
-                    state.pos += 1
-                    with acc.accumulate(model):
-                        loss = model(batch, task, loss=True)
-                        acc.backward(loss * self.tasks[task].loss_weight)
-                        if state.step < cfg.freeze_encoder_steps:
-                            # grads dropped rather than requires_grad toggled: DDP fixes its set at wrap time
-                            for p in self.model.encoder.parameters():
-                                p.grad = None
-                        if acc.sync_gradients and cfg.max_grad_norm > 0:
-                            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        optimizer.step()
-                        optimizer.zero_grad()
-                    state.examples += batch["input_ids"].shape[0] * acc.num_processes
-                    state.losses.append(float(loss.detach()))
-                    if not acc.sync_gradients:
-                        continue
-                    scheduler.step()
-                    state.step += 1
-                    bar.update(1)
-                    if state.step % cfg.log_every_steps == 0 or state.step == total:
-                        elapsed = state.train_seconds + time.perf_counter() - state.tick
-                        # the mean over processes: each saw its share of the global batches
-                        mean_loss = acc.reduce(torch.tensor(sum(state.losses) / len(state.losses)), "mean")
-                        rec = {
-                            "type": "train",
-                            "step": state.step,
-                            "epoch": epoch,
-                            "loss": float(mean_loss),
-                            "lr": scheduler.get_last_lr()[0],
-                            "examples_per_s": state.examples / max(elapsed, 1e-9),
-                        }
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
-                        logger.log(rec, state.step, "train/")
-                        state.losses = []
-                    every = cfg.eval_every_steps
-                    evaluated = (every > 0 and state.step % every == 0) or state.step == total
-                    if evaluated:
-                        evaluate_and_select(epoch)
-                    if finished():
-                        break
-                    if (evaluated and every_state >= 0) or (
-                        every_state > 0 and state.step % every_state == 0
-                    ):
-                        save_resumable()
-                if finished():
-                    break
-                if cfg.eval_every_steps <= 0 and state.last_eval != state.step:
-                    evaluate_and_select(epoch)
-                    if finished():
-                        break
-                    if every_state >= 0:
-                        save_resumable()
-        finally:
-            bar.close()
-            logger.close()
+    def _finished(self, run: _Run) -> bool:
+        patience = self.cfg.early_stopping_patience
+        return run.state.step >= run.total or (patience > 0 and run.state.stale >= patience)
+
+    def _state_due(self, run: _Run, evaluated: bool, end_of_epoch: bool) -> bool:
+        """Whether to write the resumable state now (``save_state_every_steps``: 0 after each evaluation,
+        N > 0 also every N optimizer steps, -1 never)."""
+        every = self.cfg.save_state_every_steps
+        by_steps = not end_of_epoch and every > 0 and run.state.step % every == 0
+        return (evaluated and every >= 0) or by_steps
+
+    def _save_resumable(self, run: _Run) -> None:
+        state = run.state
+        state.train_seconds += time.perf_counter() - state.tick
+        save_state(
+            self.state_dir,
+            self.accelerator,
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            state.saved(),
+            self.run_config,
+        )
+        state.tick = time.perf_counter()  # the save's time is not training time
+
+    def _finish(self, run: _Run) -> FitResult:
+        """Continue from the best weights (test metrics and later use see the selected model); a
+        finished run leaves nothing to resume."""
+        acc = self.accelerator
         acc.wait_for_everyone()
-        # Continue from the best weights so that test metrics and later use see the selected model.
-        best_model, _, _, _ = load_checkpoint(ckpt)
-        acc.unwrap_model(model).load_state_dict(best_model.state_dict())
-        if acc.is_main_process:  # finished: nothing left to resume
-            shutil.rmtree(state_dir, ignore_errors=True)
+        best_model, _, _, _ = load_checkpoint(self.checkpoint_dir)
+        acc.unwrap_model(run.model).load_state_dict(best_model.state_dict())
+        if acc.is_main_process:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        s = run.state
         return FitResult(
-            state.best_dev,
-            state.best_step,
-            ckpt,
-            state.step,
-            state.examples,
-            state.train_seconds,
-            state.history,
+            s.best_dev, s.best_step, self.checkpoint_dir, s.step, s.examples, s.train_seconds, s.history
         )
 
     def _save(self, path: Path, metrics: Mapping[str, Any]) -> None:
@@ -448,7 +474,7 @@ class Trainer:
                 path,
                 acc.unwrap_model(self.model),
                 self.tokenizer,
-                {**self.passengers, **self.tasks},
+                {**self.passengers, **{t: task.config for t, task in self.tasks.items()}},
                 max_length=self.max_length,
                 config=self.run_config,
                 metrics=metrics,
@@ -459,7 +485,7 @@ class Trainer:
         self,
         split: str,
         data: Mapping[str, datasets.DatasetDict] | None = None,
-        tasks: Mapping[str, TaskConfig] | None = None,
+        tasks: Mapping[str, Task] | None = None,
     ) -> TaskMetrics:
         """Metrics per task on ``split`` with the current weights (of ``data``/``tasks``: default the
         run's; e.g. the passengers' to see how old tasks fare)."""

@@ -38,7 +38,7 @@ from mtl.data import load_task_splits  # noqa: E402
 from mtl.metrics import compute_metrics  # noqa: E402
 from mtl.weak.apply import apply_lfs  # noqa: E402
 from mtl.weak.label_model import LabelModel, MajorityVote, select_label_model  # noqa: E402
-from mtl.weak.pipeline import load_lfs  # noqa: E402
+from mtl.weak import load_lfs  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "wrench"
 SETS = {"youtube": (2, "accuracy"), "sms": (2, "f1"), "trec": (6, "accuracy")}

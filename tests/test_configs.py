@@ -5,17 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mtl.config import CONF_DIR, TaskConfig
-from mtl.runs import task_configs
+from mtl.bench import expand, validate
+from mtl.cli import run_tasks
+from mtl.config import CONF_DIR, BenchSpec, Metric, TaskConfig, shipped_tasks
+from mtl.task import Task
 
-TASKS = sorted(p.stem for p in (CONF_DIR / "tasks").glob("*.yaml"))
+TASKS = shipped_tasks()
+TASK_SETS = sorted(p.stem for p in (CONF_DIR / "tasks").glob("*.yaml") if p.stem not in TASKS)
 GROUP_OPTIONS = {
-    g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("encoder", "trainer", "experiment")
+    g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
+    for g in ("encoder", "trainer", "experiment", "paths")
 }
 
 
@@ -25,20 +31,76 @@ def _compose(name: str, overrides: list[str]):  # type: ignore[no-untyped-def]
 
 
 def test_task_files_are_keyed_by_their_name() -> None:
-    assert len(TASKS) >= 13
+    assert len(TASKS) >= 14
     for name in TASKS:
         data = yaml.safe_load((CONF_DIR / "tasks" / f"{name}.yaml").read_text())
         assert list(data) == [name], f"conf/tasks/{name}.yaml must have the single top-level key {name!r}"
 
 
+def test_task_sets_select_tasks() -> None:
+    assert TASK_SETS == ["tweets"]
+    tweets = [t for t in TASKS if t.startswith("tweets_")]
+    assert sorted(_compose("train", ["tasks=[tweets]"]).tasks) == tweets
+    # the default task list of mtl-train and mtl-label is that one set, written once
+    assert sorted(_compose("train", []).tasks) == sorted(_compose("label", []).tasks) == tweets
+    assert list(_compose("train", ["tasks=[tweets,sms]"]).tasks)[-1] == "sms"
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_composes_and_resolves(task: str) -> None:
     cfg = _compose("train", [f"tasks=[{task}]"])
-    tasks = task_configs(cfg)
+    tasks = run_tasks(cfg)
     assert list(tasks) == [task]
-    assert isinstance(tasks[task], TaskConfig)
-    assert tasks[task].metric in ("accuracy", "f1", "macro_f1")
-    assert "${" not in tasks[task].source.path
+    assert isinstance(tasks[task], Task) and isinstance(tasks[task].config, TaskConfig)
+    assert isinstance(tasks[task].config.metric, Metric)
+    assert "${" not in tasks[task].config.source.path
+    assert tasks[task].num_slices == len(tasks[task].sfs)  # its SF file (if any) loads
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS["trainer"])
+def test_every_target_instantiates(option: str) -> None:
+    """Every ``_target_`` of a shipped trainer builds its object (the optimizer, from a partial)."""
+    cfg = _compose("train", [f"trainer={option}"])
+    optimizer = instantiate(cfg.trainer.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert optimizer.param_groups[0]["lr"] == cfg.trainer.optimizer.lr
+
+
+def test_debug_trainer_inherits_the_default() -> None:
+    default = OmegaConf.to_container(_compose("train", []).trainer)
+    debug = OmegaConf.to_container(_compose("train", ["trainer=debug"]).trainer)
+    assert isinstance(default, dict) and isinstance(debug, dict)
+    changed = {k for k in default if debug[k] != default[k]}
+    assert changed == {
+        "epochs",
+        "batch_size",
+        "eval_batch_size",
+        "optimizer",
+        "early_stopping_patience",
+        "max_steps",
+        "log_every_steps",
+    }
+    assert debug["optimizer"]["weight_decay"] == default["optimizer"]["weight_decay"]
+
+
+def test_paths_are_set_once_for_every_command() -> None:
+    roots = {
+        n: _compose(n, ["checkpoint=x"] if n == "eval" else [])
+        for n in ("train", "eval", "label", "benchmark")
+    }
+    assert len({(c.data_root, c.cache_dir) for c in roots.values()}) == 1
+    for n in roots:
+        assert "data_root:" not in (CONF_DIR / f"{n}.yaml").read_text()
+
+
+def test_a_bad_choice_fails_at_compose_time_naming_the_key() -> None:
+    with pytest.raises(ConfigCompositionException) as e:
+        _compose("train", ["tasks=[sms]", "tasks.sms.head.type=fancy"])
+    assert "tasks.sms.head.type" in str(e.value.__cause__ or e.value) and "slice_aware" in str(
+        e.value.__cause__
+    )
+    with pytest.raises(ConfigCompositionException, match=r"trainer\.sampling"):
+        _compose("train", ["trainer.sampling=random"])
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts])
@@ -90,8 +152,8 @@ def test_user_task_file_in_an_extra_search_path(tmp_path: Path) -> None:
         "mine:\n  label_names: [neg, pos]\n  source: {format: csv, path: /data/mine.csv, text_field: body}\n"
     )
     cfg = _compose("train", [f"hydra.searchpath=[file://{tmp_path}]", "tasks=[mine,sms]"])
-    tasks = task_configs(cfg)
-    assert tasks["mine"].source.text_field == "body" and tasks["mine"].label_names == ["neg", "pos"]
+    tasks = run_tasks(cfg)
+    assert tasks["mine"].config.source.text_field == "body" and tasks["mine"].label_names == ["neg", "pos"]
 
 
 BENCHES = sorted(p.stem for p in (CONF_DIR / "bench").glob("*.yaml"))
@@ -99,9 +161,6 @@ BENCHES = sorted(p.stem for p in (CONF_DIR / "bench").glob("*.yaml"))
 
 @pytest.mark.parametrize("bench", BENCHES)
 def test_every_benchmark_composes_validates_and_expands(bench: str, tmp_path: Path) -> None:
-    from mtl.bench import expand, validate
-    from mtl.config import BenchSpec
-
     cfg = _compose("benchmark", [f"bench={bench}"])
     spec = OmegaConf.to_object(cfg.bench)
     assert isinstance(spec, BenchSpec) and spec.name == bench

@@ -3,11 +3,13 @@
 import functools
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import datasets
 import transformers
+from omegaconf import DictConfig, OmegaConf
 
+from mtl.task import Task, resolve_tasks
 from mtl.types import MtlError
 
 T = TypeVar("T")
@@ -31,3 +33,19 @@ def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def run_tasks(cfg: DictConfig) -> dict[str, Task]:
+    """The ``Task`` objects of a composed command config's ``tasks``, in selection order."""
+    if not cfg.tasks:
+        return resolve_tasks({})  # raises: no tasks selected
+    tasks = OmegaConf.to_object(cfg.tasks)  # resolves ${data_root} and friends against the root
+    assert isinstance(tasks, dict)
+    return resolve_tasks({str(name): task for name, task in tasks.items()})
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The fully resolved config as plain containers (what checkpoints and reports record)."""
+    out = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(out, dict)
+    return {str(k): v for k, v in out.items()}

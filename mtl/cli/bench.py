@@ -14,15 +14,13 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from mtl.bench import expand, plots, run_cell, summarise, validate
-from mtl.cli import user_errors
-from mtl.config import CONF_DIR, BenchSpec
-from mtl.runs import resolved
+from mtl.cli import resolved, user_errors
+from mtl.cli.train import train
+from mtl.config import CONF_DIR, BenchSpec, shipped_tasks
 from mtl.types import MtlError
 
 
 def _run_train(overrides: list[str]) -> dict:
-    from mtl.cli.train import train
-
     cfg = compose("train", overrides=overrides)
     return {**train(cfg, echo=False), "config": resolved(cfg)}
 
@@ -37,7 +35,7 @@ def run(overrides: list[str]) -> Path:
         except HydraException as e:  # an unknown benchmark (bench=nosuch), a mistyped key
             raise MtlError(f"mtl-bench {' '.join(overrides)}: {e}") from e
         spec: BenchSpec = OmegaConf.to_object(cfg.bench)  # type: ignore[assignment]
-        validate(spec, sorted(p.stem for p in (CONF_DIR / "tasks").glob("*.yaml")))
+        validate(spec, shipped_tasks())
         out = Path(cfg.output_dir)
         # a cell is the unit of reuse: an interrupted cell reruns, so no resumable state is written
         base = [

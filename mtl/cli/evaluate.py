@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import hydra
@@ -11,11 +10,12 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from mtl.checkpoint import CheckpointError, load_checkpoint
-from mtl.cli import user_errors
-from mtl.config import CONF_DIR
-from mtl.data import Collator, load_tasks
+from mtl.cli import run_tasks, user_errors
+from mtl.config import CONF_DIR, AugmentConfig
+from mtl.data import Collator
 from mtl.evaluate import evaluate_tasks, mean_metric, write_report
-from mtl.runs import task_configs
+from mtl.prepare import load_tasks
+from mtl.task import resolve_tasks
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="eval")
@@ -23,18 +23,18 @@ from mtl.runs import task_configs
 def main(cfg: DictConfig) -> float:
     model, tokenizer, saved, info = load_checkpoint(cfg.checkpoint)
     # Without tasks=[...], evaluate the checkpoint's own tasks with the data config they were trained on.
-    tasks = task_configs(cfg) if cfg.tasks else saved
+    tasks = run_tasks(cfg) if cfg.tasks else resolve_tasks(saved)
     for name, task in tasks.items():
         if name not in saved:
             raise CheckpointError(f"{cfg.checkpoint}: no head for task {name!r}; heads: {sorted(saved)}")
-        if list(task.label_names) != list(saved[name].label_names):
+        if task.label_names != list(saved[name].label_names):
             raise CheckpointError(
                 f"{cfg.checkpoint}: head {name!r} was trained on labels "
                 f"{saved[name].label_names}, the task config has {task.label_names}"
             )
-    # Evaluation reads gold dev/test only: don't weak-label the train split of weakly supervised tasks.
-    gold = {name: dataclasses.replace(task, labels="gold") for name, task in tasks.items()}
-    data = load_tasks(gold, tokenizer, int(info["max_length"]), cfg.cache_dir, cfg.seed)
+    # Evaluation reads gold labels only: no weak labels, no augmented copies (of a train split asked for).
+    tasks = {name: task.replace(labels="gold", augment=AugmentConfig()) for name, task in tasks.items()}
+    data = load_tasks(tasks, tokenizer, int(info["max_length"]), cfg.cache_dir, cfg.seed, list(cfg.splits))
     acc = Accelerator()
     model = acc.prepare(model)
     collate = Collator(tokenizer)

@@ -13,10 +13,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from mtl.cli import user_errors
+from mtl.cli import run_tasks, user_errors
 from mtl.config import CONF_DIR
-from mtl.data import load_task_splits
-from mtl.runs import task_configs
+from mtl.prepare import load_task_splits
 from mtl.weak.analysis import format_summary
 from mtl.weak.pipeline import weak_label
 
@@ -25,20 +24,21 @@ from mtl.weak.pipeline import weak_label
 @user_errors
 def main(cfg: DictConfig) -> float:
     scores = []
-    for name, task in task_configs(cfg).items():
-        dsd = load_task_splits(name, task, cfg.cache_dir, cfg.seed)
-        wl = weak_label(name, task, dsd, cfg.cache_dir)
+    for name, task in run_tasks(cfg).items():
+        metric = task.metric.value
+        dsd = load_task_splits(task, cfg.cache_dir, cfg.seed)
+        wl = weak_label(task, dsd, cfg.cache_dir)
         s = wl.summary
         print(f"\n== {name}: {len(wl.lf_names)} LFs, analysis on dev gold ({s['dev']['rows']} rows)\n")
         print(format_summary(wl.analysis))
         print(f"\nlabel model: {s['label_model']} (uncovered train rows: {s['uncovered_policy']})")
         for row in s["selection"]:
-            print(f"  candidate {row['label_model']:<58} dev {task.metric} {row[f'dev_{task.metric}']:.4f}")
+            print(f"  candidate {row['label_model']:<58} dev {metric} {row[f'dev_{metric}']:.4f}")
         for split in ("train", "dev", "test"):
             m = s[split]
             print(
-                f"  {split:<5} coverage {m['coverage']:.3f}  {task.metric} all rows "
-                f"{m[f'{task.metric}_all_rows']:.4f}  covered rows {m[f'{task.metric}_covered_rows']:.4f}"
+                f"  {split:<5} coverage {m['coverage']:.3f}  {metric} all rows "
+                f"{m[f'{metric}_all_rows']:.4f}  covered rows {m[f'{metric}_covered_rows']:.4f}"
             )
         if s.get("calibration"):
             c = s["calibration"]
@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> float:
         kept = int((wl.train_probs.sum(1) > 0).sum())
         print(f"  training rows with a target: {kept} of {len(wl.train_probs)}")
         shutil.copytree(wl.folder, Path(cfg.output_dir) / name, dirs_exist_ok=True)
-        scores.append(s["dev"][f"{task.metric}_all_rows"])
+        scores.append(s["dev"][f"{metric}_all_rows"])
     print(f"\nwritten: {Path(cfg.output_dir).resolve()}")
     return float(np.mean(scores))
 

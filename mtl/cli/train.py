@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import datasets
 import hydra
 import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
-from mtl.cli import user_errors
-from mtl.config import CONF_DIR, EncoderConfig, TrainerConfig
-from mtl.data import load_tasks
+from mtl.cli import resolved, run_tasks, user_errors
+from mtl.config import CONF_DIR, EncoderConfig, TaskConfig, TrainerConfig
 from mtl.dist import release, state
-from mtl.evaluate import mean_metric, write_report
-from mtl.runs import resolved, task_configs
+from mtl.evaluate import TaskMetrics, mean_metric, write_report
+from mtl.prepare import load_tasks
+from mtl.starting_model import starting_model
+from mtl.task import Task, resolve_tasks
 from mtl.trainer import Trainer
-from mtl.transfer import OldTasks, build_model, format_change
+from mtl.types import MtlError
 
 log = logging.getLogger("mtl.train")
 
@@ -44,10 +48,10 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     if not proc.is_main_process:
         logging.getLogger("mtl").setLevel(logging.WARNING)  # one copy of the run's log, not N
     set_seed(cfg.seed)  # before any weights are made: heads (and random encoders) start from the seed
-    tasks = task_configs(cfg)
+    tasks = run_tasks(cfg)
     enc_cfg: EncoderConfig = OmegaConf.to_object(cfg.encoder)  # type: ignore[assignment]
     trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
-    init = build_model(tasks, enc_cfg, cfg.init_from, cfg.keep_old_heads)
+    init = starting_model(tasks, enc_cfg, cfg.init_from, cfg.keep_old_heads)
     log.info("%s", init.describe())
     with proc.main_process_first():  # the main process prepares, labels and caches; the others read it
         data = load_tasks(tasks, init.tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
@@ -82,7 +86,7 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         "mixed_precision": trainer.accelerator.mixed_precision,
         **gpu_memory(trainer.accelerator.device),
         "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
-        "train_labels": {t: c.labels for t, c in tasks.items()},
+        "train_labels": {t: task.config.labels for t, task in tasks.items()},
         "init": init.as_dict(),
         "old_tasks": old_change,
     }
@@ -102,6 +106,58 @@ def gpu_memory(device: torch.device) -> dict[str, float]:
     if device.type != "cuda":
         return {}
     return {"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+
+
+class OldTasks:
+    """The passenger heads' tasks (kept from ``init_from``, not trained), evaluated on dev and test when
+    made (before training) and by ``change()`` (after): a collapse of an old task shows in the report. An
+    old task whose data cannot be loaded any more is skipped with a warning (its head is still kept)."""
+
+    def __init__(
+        self, trainer: Trainer, configs: Mapping[str, TaskConfig], cache_dir: str, seed: int
+    ) -> None:
+        self.trainer = trainer
+        self.tasks: dict[str, Task] = {}
+        self.data: dict[str, datasets.DatasetDict] = {}
+        for name, cfg in configs.items():
+            try:
+                task = resolve_tasks({name: cfg})[name]
+                self.data |= load_tasks(
+                    {name: task}, trainer.tokenizer, trainer.max_length, cache_dir, seed, ["dev", "test"]
+                )
+                self.tasks[name] = task
+            except MtlError as e:
+                log.warning("old task %s: its data could not be loaded (%s); kept, not evaluated", name, e)
+        self.before = self._evaluate()
+
+    def _evaluate(self) -> dict[str, TaskMetrics]:
+        if not self.data:
+            return {}
+        return {s: self.trainer.evaluate(s, self.data, self.tasks) for s in ("dev", "test")}
+
+    def change(self) -> dict[str, dict[str, float]]:
+        """Per old task and split: the metric before training, after it, and the change."""
+        return old_task_change(self.before, self._evaluate()) if self.data else {}
+
+
+def old_task_change(
+    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """Per old task and split: its metric before and after training the new tasks, and the change."""
+    out: dict[str, dict[str, float]] = {}
+    for split, per_task in after.items():
+        for task, m in per_task.items():
+            b = before.get(split, {}).get(task, {}).get("metric", math.nan)
+            out[f"{task}/{split}"] = {"before": b, "after": m["metric"], "change": m["metric"] - b}
+    return out
+
+
+def format_change(change: Mapping[str, Mapping[str, float]]) -> str:
+    """A Markdown table of ``old_task_change``."""
+    rows = ["| old task / split | before | after | change |", "|---|---|---|---|"]
+    for k, v in change.items():
+        rows.append(f"| {k} | {v['before']:.4f} | {v['after']:.4f} | {v['change']:+.4f} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,15 @@ from mtl.weak.lf import (
     BatchLabelingFunction,
     LabelingFunction,
     Preprocessor,
-    checkpoint_lf,
     keyword_lf,
     labeling_function,
     lexicon_lf,
     lexicon_preprocessor,
-    load_object,
-    model_lf,
+    load_lfs,
     preprocessor,
     regex_lf,
 )
+from mtl.weak.model_lf import checkpoint_lf, model_lf
 
 __all__ = [
     "ABSTAIN",
@@ -59,7 +58,7 @@ __all__ = [
     "lexicon_preprocessor",
     "lf_summary",
     "load_label_model",
-    "load_object",
+    "load_lfs",
     "model_lf",
     "preprocessor",
     "regex_lf",

@@ -17,14 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from afinn import Afinn
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
 from mtl.types import ABSTAIN, MtlError
+from mtl.userload import load_list
 
 Example = dict[str, Any]
 
@@ -163,20 +164,17 @@ def keyword_lf(
 
 
 def _vader() -> Callable[[str], float]:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
     analyzer = SentimentIntensityAnalyzer()
     return lambda text: float(analyzer.polarity_scores(text)["compound"])
 
 
 def _afinn() -> Callable[[str], float]:
-    from afinn import Afinn
-
     scorer = Afinn(emoticons=True)
     return lambda text: float(scorer.score(text))
 
 
 def _textblob() -> Callable[[str], float]:
+    # imported here, not at the top: textblob imports nltk (0.6 s), paid only by a run whose LFs use it
     from textblob import TextBlob
 
     return lambda text: float(TextBlob(text).sentiment.polarity)
@@ -234,66 +232,6 @@ def lexicon_lf(
     return LabelingFunction(name, f, pre=[p])
 
 
-def model_lf(
-    name: str, predict_proba: Callable[[list[str]], Sequence[Sequence[float]]], min_confidence: float = 0.0
-) -> BatchLabelingFunction:
-    """An LF from any model over a batch of texts: votes its argmax class when the top probability
-    reaches ``min_confidence``, else abstains."""
-
-    def f(texts: list[str]) -> list[int]:
-        out = []
-        for row in predict_proba(texts):
-            best = max(range(len(row)), key=lambda i: row[i])
-            out.append(best if row[best] >= min_confidence else ABSTAIN)
-        return out
-
-    return BatchLabelingFunction(name, f)
-
-
-def checkpoint_lf(
-    name: str, checkpoint: str | Path, task: str, min_confidence: float = 0.0
-) -> BatchLabelingFunction:
-    """An LF voting the predictions of one head of an ``mtl`` checkpoint."""
-    from mtl.checkpoint import load_checkpoint
-    from mtl.predict import predict
-
-    model, tokenizer, _, info = load_checkpoint(checkpoint)
-
-    def proba(texts: list[str]) -> list[list[float]]:
-        out = predict(model, tokenizer, texts, [task], max_length=int(info["max_length"]))
-        return out[task].tolist()
-
-    return model_lf(name, proba, min_confidence)
-
-
-# ------------------------------------------------------------------------------------------ loading
-
-
-def load_object(ref: str) -> Any:
-    """Load ``path/to/file.py:NAME`` (relative to the working directory or the project root) or
-    ``dotted.module:NAME``. Task files are loaded by path so the generic name ``tasks`` never has to be
-    importable (nor shadow another package)."""
-    from mtl.sources import resolve_path
-
-    if ":" not in ref:
-        raise MtlError(f"expected 'file.py:NAME' or 'module:NAME', got {ref!r}")
-    where, attr = ref.rsplit(":", 1)
-    if where.endswith(".py"):
-        path = resolve_path(where)
-        if not path.exists():
-            raise MtlError(
-                f"task code file {where!r} not found (looked in the working directory and project root)"
-            )
-        modname = "mtl_user_code." + re.sub(r"\W", "_", str(path.resolve().with_suffix("")))
-        module = sys.modules.get(modname)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(modname, path)
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[modname] = module  # so worker processes and pickling find it
-            spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
-    if not hasattr(module, attr):
-        raise MtlError(f"{where!r} has no attribute {attr!r}")
-    return getattr(module, attr)
+def load_lfs(ref: str) -> list[LabelingFunction]:
+    """The LFs named by a config reference (``file.py:NAME`` or ``module:NAME``): a list of LFs."""
+    return load_list(ref, LabelingFunction, "labeling functions")

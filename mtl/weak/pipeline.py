@@ -25,8 +25,9 @@ import datasets
 import numpy as np
 from datasets.fingerprint import Hasher
 
-from mtl.config import TaskConfig, WeakConfig
+from mtl.config import LabelModelChoice, Uncovered, WeakConfig
 from mtl.metrics import compute_metrics
+from mtl.task import Task
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.analysis import lf_summary, write_summary
 from mtl.weak.apply import apply_lfs, label_matrix_from_column
@@ -39,10 +40,6 @@ from mtl.weak.label_model import (
     load_label_model,
     select_label_model,
 )
-from mtl.weak.lf import LabelingFunction, load_object
-
-LABEL_MODELS = ("auto", "majority_vote", "dawid_skene")
-UNCOVERED = ("drop", "prior")
 
 
 @dataclass
@@ -57,38 +54,21 @@ class WeakLabels:
     folder: Path
 
 
-def load_lfs(ref: str) -> list[LabelingFunction]:
-    """The LFs named by a config reference (``file.py:NAME`` or ``module:NAME``): a list of LFs."""
-    obj = load_object(ref)
-    lfs = list(obj) if isinstance(obj, list | tuple) else None
-    if not lfs or not all(isinstance(lf, LabelingFunction) for lf in lfs):
-        raise MtlError(f"{ref!r} must be a non-empty list of LabelingFunction objects")
-    return lfs
-
-
-def validate_weak(task: str, cfg: WeakConfig) -> None:
-    """Config errors that name the task and key, before any work."""
-    if not cfg.lfs and not cfg.weak_labels_field:
+def _require_weak(task: Task) -> None:
+    w = task.config.weak
+    if not w.lfs and not w.weak_labels_field:
         raise MtlError(
-            f"task {task!r} has no weak supervision configured: "
-            f"set tasks.{task}.weak.lfs=path/to/file.py:NAME "
-            f"(a list of LFs) or tasks.{task}.weak.weak_labels_field=<column of precomputed votes>"
+            f"task {task.name!r} has no weak supervision configured: "
+            f"set tasks.{task.name}.weak.lfs=path/to/file.py:NAME "
+            f"(a list of LFs) or tasks.{task.name}.weak.weak_labels_field=<column of precomputed votes>"
         )
-    if cfg.label_model not in LABEL_MODELS:
-        raise MtlError(
-            f"task {task!r}: weak.label_model {cfg.label_model!r} is not one of {list(LABEL_MODELS)}"
-        )
-    if cfg.uncovered not in UNCOVERED:
-        raise MtlError(f"task {task!r}: weak.uncovered {cfg.uncovered!r} is not one of {list(UNCOVERED)}")
-    if not 0 < cfg.uncovered_weight <= 1:
-        raise MtlError(f"task {task!r}: weak.uncovered_weight must be in (0, 1], got {cfg.uncovered_weight}")
 
 
 def _matrices(
-    task: str, cfg: WeakConfig, dsd: datasets.DatasetDict, k: int
+    task: Task, dsd: datasets.DatasetDict
 ) -> tuple[dict[str, np.ndarray], list[str], dict[str, int]]:
     """L per split: the precomputed votes' columns first, then one column per LF."""
-    lfs = load_lfs(cfg.lfs) if cfg.lfs else []
+    cfg, k = task.config.weak, task.num_classes
     out: dict[str, np.ndarray] = {}
     names: list[str] = []
     failures: dict[str, int] = {}
@@ -98,22 +78,23 @@ def _matrices(
         try:
             if cfg.weak_labels_field:
                 outputs.append(label_matrix_from_column(dsd[split], cfg.weak_labels_field, k))
-            if lfs:
+            if task.lfs:
                 outputs.append(
-                    apply_lfs(dsd[split], lfs, k, num_proc=num_proc, fault_tolerant=cfg.fault_tolerant)
+                    apply_lfs(dsd[split], task.lfs, k, num_proc=num_proc, fault_tolerant=cfg.fault_tolerant)
                 )
         except MtlError as e:  # say where: rows are numbered within the prepared (deduplicated) split
-            raise type(e)(f"task {task!r}, {split} split: {e}") from e
+            raise type(e)(f"task {task.name!r}, {split} split: {e}") from e
         out[split] = np.concatenate([o.L for o in outputs], axis=1)
         names = [n for o in outputs for n in o.names]
         failures.update({f"{split}:{n}": c for o in outputs for n, c in o.failures.items()})
     return out, names, failures
 
 
-def _key(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict) -> str:
-    lf_hash = Hasher.hash(load_lfs(cfg.weak.lfs)) if cfg.weak.lfs else ""
+def _key(task: Task, dsd: datasets.DatasetDict) -> str:
+    cfg = task.config
+    lf_hash = Hasher.hash(task.lfs) if task.lfs else ""
     data = {
-        "task": task,
+        "task": task.name,
         "weak": asdict(cfg.weak),
         "labels": list(cfg.label_names),
         "metric": cfg.metric,
@@ -124,11 +105,18 @@ def _key(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir: str | Path) -> WeakLabels:
+def build_label_model(cfg: WeakConfig, cardinality: int) -> LabelModelProtocol:
+    """The label model ``weak.label_model`` names (not ``auto``, which ``select_label_model`` resolves)."""
+    if cfg.label_model == LabelModelChoice.majority_vote:
+        return MajorityVote(cardinality)
+    return LabelModel(cardinality, abstain_as_vote=cfg.abstain_as_vote, class_balance=cfg.class_balance)
+
+
+def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> WeakLabels:
     """Weak labels for ``task``'s train split (computed once, then read from the cache)."""
-    validate_weak(task, cfg.weak)
-    k = len(cfg.label_names)
-    folder = Path(cache_dir).expanduser() / "labels" / f"{task}-{_key(task, cfg, dsd)}"
+    _require_weak(task)
+    cfg, k = task.config, task.num_classes
+    folder = Path(cache_dir).expanduser() / "labels" / f"{task.name}-{_key(task, dsd)}"
     if (folder / "summary.json").exists():
         return WeakLabels(
             np.load(folder / "train_probs.npy"),
@@ -138,18 +126,16 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
             json.loads((folder / "summary.json").read_text()),
             folder,
         )
-    L, names, failures = _matrices(task, cfg.weak, dsd, k)
+    L, names, failures = _matrices(task, dsd)
     gold = {s: np.asarray(dsd[s]["label"]) for s in ("train", "dev", "test")}
     analysis = lf_summary(L["dev"], names, gold["dev"])
     w = cfg.weak
     selection: list[dict[str, Any]] = []
     model: LabelModelProtocol
-    if w.label_model == "auto":
+    if w.label_model == LabelModelChoice.auto:
         model, selection = select_label_model(L["train"], L["dev"], gold["dev"], k, cfg.metric)
-    elif w.label_model == "majority_vote":
-        model = MajorityVote(k).fit(L["train"])
     else:
-        model = LabelModel(k, abstain_as_vote=w.abstain_as_vote, class_balance=w.class_balance)
+        model = build_label_model(w, k)
         model.fit(L["train"], dev_labels=gold["dev"])
     probs = model.predict_proba(L["train"])
     covered = (L["train"] != ABSTAIN).any(1)
@@ -168,12 +154,12 @@ def weak_label(task: str, cfg: TaskConfig, dsd: datasets.DatasetDict, cache_dir:
         }
         probs[covered] = calibrated
     prior = probs[~covered].mean(0) if (~covered).any() else np.full(k, 1.0 / k)
-    if w.uncovered == "drop":
+    if w.uncovered == Uncovered.drop:
         probs[~covered] = 0.0  # a zero row is masked out of the loss
     else:
         probs[~covered] = prior * w.uncovered_weight
     summary: dict[str, Any] = {
-        "task": task,
+        "task": task.name,
         "lf_names": names,
         "label_model": selection[0]["label_model"] if selection else w.label_model,
         "selection": selection,

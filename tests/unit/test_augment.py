@@ -14,7 +14,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from mtl.augment import (
     EmbeddingSynonyms,
     OnTheFly,
+    Policy,
     augment,
+    build_policy,
     delete_word,
     replace_entities,
     swap_words,
@@ -23,8 +25,8 @@ from mtl.augment import (
     typo,
 )
 from mtl.config import AugmentConfig
-from mtl.data import Collator, add_slices, tokenize
-from mtl.slicing import slicing_function
+from mtl.data import Collator, tokenize
+from mtl.slicing import slice_matrix, slicing_function
 from mtl.types import MtlError
 
 
@@ -72,10 +74,14 @@ def _ds() -> datasets.Dataset:
     return datasets.Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(21)]})
 
 
+def _augment(
+    tfs: list, seed: int = 0, copies: int = 1, keep_original: bool = True, **policy: object
+) -> datasets.Dataset:
+    return augment(_ds(), Policy(tfs, **policy), copies=copies, keep_original=keep_original, seed=seed)  # type: ignore[arg-type]
+
+
 def test_random_policy_copies_labels_and_is_seeded() -> None:
-    ref = f"{Path(__file__).resolve()}:TFS"
-    cfg = AugmentConfig(tfs=ref, copies=2)
-    out = augment("t", _ds(), cfg, seed=0)
+    out = _augment(TFS, copies=2)
     # "ok" has nothing to swap or mistype, and a copy equal to its original (a typo swapping "mm" in
     # "gamma") is not added: at most 2 copies for each of the 20 other rows
     originals = set(_ds()["text"])
@@ -83,22 +89,27 @@ def test_random_policy_copies_labels_and_is_seeded() -> None:
     assert 36 <= len(new) <= 40 and len(out) == 21 + len(new)
     by_prefix = {t.split()[0]: y for t, y in zip(_ds()["text"], _ds()["label"], strict=True)}
     assert all(by_prefix.get(t.split()[0], y) == y for t, y in new)
-    assert list(augment("t", _ds(), cfg, seed=0)["text"]) == list(out["text"])
-    assert list(augment("t", _ds(), cfg, seed=1)["text"]) != list(out["text"])
-    only = augment("t", _ds(), AugmentConfig(tfs=ref, keep_original=False), seed=0)
+    assert list(_augment(TFS, copies=2)["text"]) == list(out["text"])
+    assert list(_augment(TFS, seed=1, copies=2)["text"]) != list(out["text"])
+    only = _augment(TFS, keep=False)
     assert 18 <= len(only) <= 20 and not set(only["text"]) & originals
 
 
 def test_mean_field_policy_and_errors() -> None:
-    ref = f"{Path(__file__).resolve()}:TFS"
-    never = augment("t", _ds(), AugmentConfig(tfs=ref, policy="mean_field", probabilities=[0.0, 0.0]), seed=0)
+    never = _augment(TFS, kind="mean_field", probabilities=[0.0, 0.0])
     assert len(never) == 21
-    with pytest.raises(MtlError, match="one probability per TF \\(2\\), got 1"):
-        augment("t", _ds(), AugmentConfig(tfs=ref, policy="mean_field", probabilities=[0.5]), seed=0)
+    always = _augment([typo], kind="mean_field", probabilities=[1.0], keep=False)
+    assert len(always) == 20 and set(always["text"]).isdisjoint(_ds()["text"])  # "ok" has no word to mistype
+    with pytest.raises(
+        MtlError, match=r"task 't': augment\.probabilities needs one probability per TF \(2\), got 1"
+    ):
+        build_policy("t", TFS, AugmentConfig(policy="mean_field", probabilities=[0.5]))  # type: ignore[arg-type]
+    with pytest.raises(MtlError, match=r"task 't': augment\.copies must be >= 1, got 0"):
+        build_policy("t", TFS, AugmentConfig(copies=0))
     with pytest.raises(MtlError, match="'returns_text' returned str; expected a dict"):
-        augment("t", _ds(), AugmentConfig(tfs=f"{Path(__file__).resolve()}:BAD"), seed=0)
+        _augment(BAD)
     with pytest.raises(MtlError, match="'explodes' failed on row 0: RuntimeError: boom"):
-        augment("t", _ds(), AugmentConfig(tfs=f"{Path(__file__).resolve()}:BOOM"), seed=0)
+        _augment(BOOM)
 
 
 @transformation_function()
@@ -117,8 +128,18 @@ LINK_SFS = [has_link]
 
 def _passes(tok: PreTrainedTokenizerBase, cfg: AugmentConfig, seed: int, n: int) -> list[list[list[int]]]:
     """n passes of a prepared (accelerate) loader over an on-the-fly split: input_ids, slices per row."""
-    ds = add_slices(f"{Path(__file__).resolve()}:LINK_SFS", datasets.DatasetDict(train=_ds()))["train"]
-    data = OnTheFly("t", tokenize(ds, tok, 32, keep_text=True), cfg, tok, 32, seed, LINK_SFS)
+    ds = _ds().add_column("slices", slice_matrix(_ds(), LINK_SFS).tolist())
+    policy = build_policy("t", LINK, cfg)
+    data = OnTheFly(
+        tokenize(ds, tok, 32, keep_text=True),
+        policy,
+        tok,
+        32,
+        copies=cfg.copies,
+        keep_original=cfg.keep_original,
+        seed=seed,
+        sfs=LINK_SFS,
+    )
     loader = Accelerator(cpu=True).prepare(DataLoader(data, batch_size=7, collate_fn=Collator(tok)))
     out = []
     for _ in range(n):
@@ -132,7 +153,7 @@ def _passes(tok: PreTrainedTokenizerBase, cfg: AugmentConfig, seed: int, n: int)
 
 def test_on_the_fly_draws_new_seeded_variants_each_pass(tiny_encoder_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(tiny_encoder_dir))
-    cfg = AugmentConfig(tfs=f"{Path(__file__).resolve()}:LINK", mode="on_the_fly", copies=1)
+    cfg = AugmentConfig(mode="on_the_fly", copies=1)  # type: ignore[arg-type]
     p0, p1 = _passes(tok, cfg, seed=0, n=2)
     assert len(p0) == len(p1) == 21  # the split keeps its size
     # re-sliced: a row is in the link slice exactly when it was augmented (longer than its original)
@@ -144,7 +165,5 @@ def test_on_the_fly_draws_new_seeded_variants_each_pass(tiny_encoder_dir: Path) 
     assert 4 <= sum(augmented[0]) <= 17 and p0 != p1
     assert _passes(tok, cfg, seed=0, n=2) == [p0, p1]  # same seed, same variants
     assert _passes(tok, cfg, seed=1, n=1)[0] != p0
-    never_original = AugmentConfig(tfs=cfg.tfs, mode="on_the_fly", keep_original=False)
+    never_original = AugmentConfig(mode="on_the_fly", keep_original=False)  # type: ignore[arg-type]
     assert all(r[-1] == 1 for r in _passes(tok, never_original, seed=0, n=1)[0])
-    with pytest.raises(MtlError, match=r"augment\.mode 'later' is not one of"):
-        augment("t", _ds(), AugmentConfig(tfs=cfg.tfs, mode="later"), seed=0)

@@ -11,7 +11,8 @@ from transformers import AutoModel
 import mtl.checkpoint as ckpt_mod
 from mtl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig
-from mtl.model import ClassificationHead, MultitaskModel, build_encoder
+from mtl.heads import build_head
+from mtl.model import MultitaskModel, build_encoder
 
 TASKS = {
     "spam": TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="wrench", path="/x")),
@@ -28,7 +29,7 @@ TASKS = {
 def model_and_tok(tiny_encoder_dir: Path):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
-    heads = {t: ClassificationHead(32, len(c.label_names), c.head) for t, c in TASKS.items()}
+    heads = {t: build_head(32, len(c.label_names), c.head) for t, c in TASKS.items()}
     return MultitaskModel(enc, heads, pooling="cls").eval(), tok
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mtl.config import SourceConfig, SplitConfig, TaskConfig
-from mtl.data import DataError, load_task_splits, make_splits, normalise_text, read_rows
-from tests.conftest import write_wrench
+from mtl.data import make_splits, normalise_text
+from mtl.prepare import load_task_splits
+from mtl.sources import DataError, read_rows
+from mtl.task import Task
+from mtl.types import MtlError
 
 
 def _csv_task(path: Path, **source: object) -> TaskConfig:
@@ -29,8 +33,8 @@ def test_splits_are_deterministic_and_keep_duplicates_together(tmp_path: Path) -
     rows = [(f"text number {i}", "pos" if i % 2 else "neg") for i in range(300)]
     rows += [("RT @a: text number 7", "pos"), ("text number 7", "pos"), ("TEXT number 7!", "pos")]
     cfg = _csv_task(_write_csv(tmp_path / "d.csv", rows))
-    a = load_task_splits("t", cfg, tmp_path / "c1")
-    b = load_task_splits("t", cfg, tmp_path / "c2")
+    a = load_task_splits(Task("t", cfg), tmp_path / "c1")
+    b = load_task_splits(Task("t", cfg), tmp_path / "c2")
     assert {s: a[s]["text"] for s in a} == {s: b[s]["text"] for s in b}
     sides = {s for s in a for t in a[s]["text"] if normalise_text(t) == normalise_text("text number 7")}
     assert len(sides) == 1
@@ -39,7 +43,9 @@ def test_splits_are_deterministic_and_keep_duplicates_together(tmp_path: Path) -
     assert a["train"].features["label"].dtype == "int64"
 
 
-def test_dedup_drops_exact_duplicates_and_train_rows_leaking_into_shipped_test(tmp_path: Path) -> None:
+def test_dedup_drops_exact_duplicates_and_train_rows_leaking_into_shipped_test(
+    write_wrench: Callable[..., Path], tmp_path: Path
+) -> None:
     folder = write_wrench(
         tmp_path / "w",
         {
@@ -49,7 +55,7 @@ def test_dedup_drops_exact_duplicates_and_train_rows_leaking_into_shipped_test(t
         },
     )
     cfg = TaskConfig(label_names=["x", "y"], source=SourceConfig(format="wrench", path=str(folder)))
-    dsd = load_task_splits("w", cfg, tmp_path / "cache")
+    dsd = load_task_splits(Task("w", cfg), tmp_path / "cache")
     assert dsd["train"]["text"] == ["a b", "c d"]
     assert dsd["test"]["text"] == ["leak", "leak"]  # shipped evaluation splits stay as published
     assert dsd["train"]["weak_labels"] == [[0, -1], [1, -1]]
@@ -58,9 +64,9 @@ def test_dedup_drops_exact_duplicates_and_train_rows_leaking_into_shipped_test(t
 def test_max_rows_caps_each_split(tmp_path: Path) -> None:
     cfg = _csv_task(_write_csv(tmp_path / "d.csv", [(f"row {i}", "pos") for i in range(200)]))
     cfg.split.max_rows = {"train": 10, "test": 5}
-    dsd = load_task_splits("t", cfg, tmp_path / "cache")
+    dsd = load_task_splits(Task("t", cfg), tmp_path / "cache")
     assert (len(dsd["train"]), len(dsd["test"])) == (10, 5)
-    other = load_task_splits("t", cfg, tmp_path / "cache", seed=1)
+    other = load_task_splits(Task("t", cfg), tmp_path / "cache", seed=1)
     assert other["test"]["text"] == dsd["test"]["text"]  # every seed is scored on the same test rows
     assert other["train"]["text"] != dsd["train"]["text"]  # the train subset is the seed's
 
@@ -99,33 +105,33 @@ def test_tsv_glues_records_broken_by_stray_newlines(tmp_path: Path) -> None:
 def test_label_outside_label_names_names_file_and_row(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [("fine", "pos"), ("odd", "maybe")])
     with pytest.raises(DataError, match=r"task 't'.*'maybe'.*d\.csv row 3.*\['neg', 'pos'\]"):
-        load_task_splits("t", _csv_task(path), tmp_path / "cache")
+        load_task_splits(Task("t", _csv_task(path)), tmp_path / "cache")
 
 
 def test_index_labels_and_label_map(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [(f"r{i}", str(i % 2)) for i in range(40)] + [("z", "2")])
     with pytest.raises(DataError, match="label '2'"):
-        load_task_splits("t", _csv_task(path), tmp_path / "c1")
+        load_task_splits(Task("t", _csv_task(path)), tmp_path / "c1")
     cfg = _csv_task(path, label_map={"2": "pos"})
-    dsd = load_task_splits("t", cfg, tmp_path / "c2")
+    dsd = load_task_splits(Task("t", cfg), tmp_path / "c2")
     assert set(dsd["train"]["label"]) <= {0, 1}
 
 
 def test_missing_file_and_missing_field_are_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"task 't'.*nope\.csv.*does not exist"):
-        load_task_splits("t", _csv_task(tmp_path / "nope.csv"), tmp_path / "c")
+        load_task_splits(Task("t", _csv_task(tmp_path / "nope.csv")), tmp_path / "c")
     path = _write_csv(tmp_path / "d.csv", [("a", "pos")])
     cfg = _csv_task(path)
     cfg.source.text_field = "content"
     with pytest.raises(DataError, match=r"text field 'content'.*d\.csv row 2.*\['body', 'y'\]"):
-        load_task_splits("t", cfg, tmp_path / "c")
+        load_task_splits(Task("t", cfg), tmp_path / "c")
 
 
 def test_empty_split_is_an_error_naming_the_split(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [("only apples here", "pos")] * 3)
     cfg = _csv_task(path, include_regex="banana")
     with pytest.raises(DataError, match="task 't': split 'train' is empty"):
-        load_task_splits("t", cfg, tmp_path / "c")
+        load_task_splits(Task("t", cfg), tmp_path / "c")
 
 
 def test_bad_split_fractions() -> None:
@@ -136,13 +142,13 @@ def test_bad_split_fractions() -> None:
 def test_prepared_splits_are_cached(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [(f"row {i}", "pos") for i in range(50)])
     cfg = _csv_task(path)
-    load_task_splits("t", cfg, tmp_path / "cache")
+    load_task_splits(Task("t", cfg), tmp_path / "cache")
     folders = list((tmp_path / "cache" / "prepared").iterdir())
     assert len(folders) == 1
-    load_task_splits("t", cfg, tmp_path / "cache")
+    load_task_splits(Task("t", cfg), tmp_path / "cache")
     assert list((tmp_path / "cache" / "prepared").iterdir()) == folders
     cfg.split.salt = "other"  # a different split config is a different cache entry
-    load_task_splits("t", cfg, tmp_path / "cache")
+    load_task_splits(Task("t", cfg), tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "prepared").iterdir())) == 2
 
 
@@ -154,12 +160,12 @@ def test_hub_format_reads_a_local_datasets_folder(tmp_path: Path) -> None:
     (folder / "test.csv").write_text("sentence,label\nt0,0\nt1,1\n")
     src = SourceConfig(format="hub", path=str(folder), text_field="sentence")
     cfg = TaskConfig(label_names=["neg", "pos"], source=src, split=SplitConfig(dev=0.3, test=0.0))
-    dsd = load_task_splits("h", cfg, tmp_path / "cache")
+    dsd = load_task_splits(Task("h", cfg), tmp_path / "cache")
     assert list(dsd["test"]["text"]) == ["t0", "t1"]
     assert len(dsd["train"]) + len(dsd["dev"]) == 30 and len(dsd["dev"]) > 0
     src.text_field = "text"
     with pytest.raises(DataError, match=r"field 'text' not in .*hubby\[train\]"):
-        load_task_splits("h", cfg, tmp_path / "cache2")
+        load_task_splits(Task("h", cfg), tmp_path / "cache2")
 
 
 def test_tokenization_is_cached_by_datasets(tmp_path: Path, tiny_encoder_dir: Path) -> None:
@@ -169,7 +175,7 @@ def test_tokenization_is_cached_by_datasets(tmp_path: Path, tiny_encoder_dir: Pa
 
     tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
     cfg = _csv_task(_write_csv(tmp_path / "d.csv", [(f"win cash now {i}", "pos") for i in range(40)]))
-    train = load_task_splits("t", cfg, tmp_path / "cache")["train"]
+    train = load_task_splits(Task("t", cfg), tmp_path / "cache")["train"]
     first = tokenize(train, tok, 16)
     second = tokenize(train, tok, 16)
     assert first.cache_files and first.cache_files == second.cache_files
@@ -194,5 +200,5 @@ def test_task_config_is_checked_before_any_work(
     cfg = _csv_task(tmp_path / "never_read.csv")
     for key, value in change.items():
         setattr(cfg, key, value)
-    with pytest.raises(DataError, match=f"task 't': {message}"):
-        load_task_splits("t", cfg, tmp_path / "c")
+    with pytest.raises(MtlError, match=f"task 't': {message}"):  # DataError is an MtlError
+        Task("t", cfg)

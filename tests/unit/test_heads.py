@@ -13,7 +13,8 @@ from accelerate.state import AcceleratorState
 
 from mtl.checkpoint import load_checkpoint
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
-from mtl.data import load_tasks
+from mtl.prepare import load_tasks
+from mtl.task import resolve_tasks
 from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head
 from mtl.model import MultitaskModel, build_encoder
 from mtl.trainer import Trainer
@@ -21,7 +22,7 @@ from mtl.trainer import Trainer
 
 def test_upweight_loss_counts_slice_rows_more() -> None:
     torch.manual_seed(0)
-    head = UpweightHead(8, 3, HeadConfig(type="upweight", slice_weight=2.0, dropout=0.0), num_slices=2)
+    head = UpweightHead(8, 3, num_slices=2, slice_weight=2.0, dropout=0.0)
     pooled, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 1])
     slices = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 0]], dtype=torch.int8)
     ce = F.cross_entropy(head(pooled), labels, reduction="none")
@@ -34,7 +35,7 @@ def test_upweight_loss_counts_slice_rows_more() -> None:
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_slice_aware_head_multiclass_soft_labels_and_gradients(num_classes: int) -> None:
     torch.manual_seed(0)
-    head = SliceAwareHead(8, num_classes, HeadConfig(type="slice_aware", dropout=0.0), num_slices=3)
+    head = SliceAwareHead(8, num_classes, num_slices=3, dropout=0.0)
     torch.nn.init.normal_(head.experts.weight)  # experts start at zero; as after some training here
     pooled = torch.randn(6, 8)
     assert head(pooled).shape == (6, num_classes)
@@ -56,7 +57,7 @@ def test_slice_aware_head_multiclass_soft_labels_and_gradients(num_classes: int)
 
 def test_slice_aware_head_is_a_plain_head_plus_the_experts_correction() -> None:
     torch.manual_seed(0)
-    head = SliceAwareHead(8, 3, HeadConfig(type="slice_aware", dropout=0.0), num_slices=2).eval()
+    head = SliceAwareHead(8, 3, num_slices=2, dropout=0.0).eval()
     pooled = torch.randn(5, 8)
     # a fresh head's experts output gelu(0) = 0: it predicts exactly as its plain prediction layer
     torch.testing.assert_close(head(pooled), head.prediction(pooled))
@@ -107,8 +108,9 @@ def test_training_and_checkpoint_with_slice_heads(
         slices=_sfs_file(tmp_path),
         head=HeadConfig(type=head_type),
     )
-    data = load_tasks({"spam": task}, tok, 32, tmp_path / "cache")
-    model = MultitaskModel(enc, {"spam": build_head(32, 2, task.head, 2)})
+    tasks = resolve_tasks({"spam": task})
+    data = load_tasks(tasks, tok, 32, tmp_path / "cache")
+    model = MultitaskModel(enc, {"spam": build_head(32, 2, task.head, tasks["spam"].num_slices)})
     cfg = TrainerConfig(
         epochs=4,
         batch_size=8,
@@ -116,7 +118,7 @@ def test_training_and_checkpoint_with_slice_heads(
         grad_accum_steps=2,
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
     )
-    trainer = Trainer(model, tok, {"spam": task}, data, cfg, tmp_path / "run", max_length=32, seed=0)
+    trainer = Trainer(model, tok, tasks, data, cfg, tmp_path / "run", max_length=32, seed=0)
     assert trainer.accelerator.mixed_precision == "bf16"
     result = trainer.fit()
     assert result.steps == 12  # 48 rows / batch 8 = 6 batches per epoch, 4 epochs, 2 batches per step

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtl.config import EncoderConfig, HeadConfig
+from mtl.config import EncoderConfig
 from mtl.model import ClassificationHead, MultitaskModel, build_encoder, soft_cross_entropy
 from mtl.types import ABSTAIN
 
@@ -18,8 +18,8 @@ def model_and_tok(tiny_encoder_dir: Path):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
     heads = {
-        "a": ClassificationHead(32, 2, HeadConfig()),
-        "b": ClassificationHead(32, 3, HeadConfig(hidden_size=8)),
+        "a": ClassificationHead(32, 2),
+        "b": ClassificationHead(32, 3, hidden_size=8),
     }
     return MultitaskModel(enc, heads).eval(), tok
 

@@ -12,8 +12,10 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig
-from mtl.data import Collator, add_slices, tokenize
+from mtl.config import EncoderConfig, SourceConfig, TaskConfig
+from mtl.data import Collator, tokenize
+from mtl.prepare import add_slices
+from mtl.task import Task
 from mtl.evaluate import evaluate_tasks, format_slice_table
 from mtl.model import ClassificationHead, MultitaskModel, build_encoder
 from mtl.slicing import SlicingFunction, load_sfs, slice_matrix, slicing_function
@@ -52,23 +54,26 @@ def test_sf_is_an_lf_that_votes_membership() -> None:
 
 def test_load_sfs_rejects_labeling_functions(tmp_path: Path) -> None:
     (tmp_path / "x.py").write_text("from mtl.weak import keyword_lf\nSFS = [keyword_lf('k', ['a'], 1)]\n")
-    with pytest.raises(ValueError, match="must be a non-empty list of SlicingFunction"):
+    with pytest.raises(ValueError, match=r"x\.py:SFS' must be a non-empty list of SlicingFunction objects"):
         load_sfs(f"{tmp_path}/x.py:SFS")
 
 
 def test_per_slice_metrics_with_an_empty_slice(tiny_encoder_dir: Path) -> None:
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
-    model = MultitaskModel(enc, {"spam": ClassificationHead(32, 2, HeadConfig())}).eval()
+    model = MultitaskModel(enc, {"spam": ClassificationHead(32, 2)}).eval()
     texts = ["win cash now", "hello there", "cash cash", "see you at lunch"] * 3
     ds = datasets.Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0] * 3})
-    dsd = add_slices(f"{Path(__file__).resolve()}:SFS", datasets.DatasetDict({"dev": ds}))
-    dev = tokenize(dsd["dev"], tok, 16)
-    task = TaskConfig(
-        label_names=["ham", "spam"],
-        source=SourceConfig(format="csv", path="x"),
-        slices=f"{Path(__file__).resolve()}:SFS",
+    task = Task(
+        "spam",
+        TaskConfig(
+            label_names=["ham", "spam"],
+            source=SourceConfig(format="csv", path="x"),  # type: ignore[arg-type]
+            slices=f"{Path(__file__).resolve()}:SFS",
+        ),
     )
+    dsd = add_slices(task, datasets.DatasetDict({"dev": ds}))
+    dev = tokenize(dsd["dev"], tok, 16)
     acc = Accelerator()
     loader = acc.prepare(DataLoader(dev, batch_size=5, collate_fn=Collator(tok)))
     m = evaluate_tasks(model, {"spam": loader}, {"spam": task}, acc)["spam"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mtl.slicing import load_sfs
 from mtl.weak import ABSTAIN
-from mtl.weak.pipeline import load_lfs
+from mtl.weak import load_lfs
 
 
 def _by_name(ref: str) -> dict:
@@ -36,7 +37,6 @@ def test_spam_lfs() -> None:
 
 
 def test_shipped_slicing_functions() -> None:
-    from mtl.slicing import load_sfs
 
     tweets = {sf.name: sf for sf in load_sfs("tasks/tweets.py:SFS")}
     assert tweets["negation"]({"text": "I don't like it"}) == 1 and tweets["negation"]({"text": "nice"}) == 0

@@ -3,49 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from mtl.augment import OnTheFly
-from mtl.config import AugmentConfig, EncoderConfig, SourceConfig, TaskConfig, TrainerConfig
-from mtl.data import load_tasks
-from mtl.model import ClassificationHead, MultitaskModel, build_encoder
-from mtl.trainer import MetricsLogger, Trainer
+from mtl.config import AugmentConfig
+from mtl.logger import MetricsLogger
+from mtl.trainer import Trainer
 from mtl.types import MtlError
 
 
-def _trainer(
-    enc_dir: Path, spam: Path, out: Path, augment: AugmentConfig | None = None, **overrides: object
-) -> Trainer:
-    torch.manual_seed(0)
-    enc, tok = build_encoder(EncoderConfig(name_or_path=str(enc_dir)))
-    tasks = {
-        "spam": TaskConfig(
-            label_names=["ham", "spam"],
-            source=SourceConfig(format="wrench", path=str(spam)),
-            augment=augment or AugmentConfig(),
-        ),
-        "spam2": TaskConfig(
-            label_names=["ham", "spam"], loss_weight=0.5, source=SourceConfig(format="wrench", path=str(spam))
-        ),
-    }
-    data = load_tasks(tasks, tok, 32, out / "cache")
-    heads = {t: ClassificationHead(32, 2, c.head) for t, c in tasks.items()}
-    settings: dict[str, object] = {
-        "epochs": 4,
-        "batch_size": 8,
-        "eval_batch_size": 16,
-        "log_every_steps": 1,
-        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
-    }
-    cfg = TrainerConfig(**{**settings, **overrides})  # type: ignore[arg-type]
-    return Trainer(MultitaskModel(enc, heads), tok, tasks, data, cfg, out, max_length=32, seed=0)
-
-
-def test_fit_learns_logs_and_keeps_best(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> None:
-    trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "run")
+def test_fit_learns_logs_and_keeps_best(make_trainer: Callable[..., Trainer], tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path / "run")
     result = trainer.fit()
     assert result.steps == 4 * 12  # 2 tasks x 48 rows / batch 8, 4 epochs
     assert result.best_dev["spam"]["accuracy"] >= 0.875
@@ -63,23 +35,21 @@ def test_fit_learns_logs_and_keeps_best(tiny_encoder_dir: Path, spam_folder: Pat
     assert again["spam"]["accuracy"] == result.best_dev["spam"]["accuracy"]
 
 
-def test_same_seed_same_run(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> None:
+def test_same_seed_same_run(make_trainer: Callable[..., Trainer], tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        _trainer(tiny_encoder_dir, spam_folder, tmp_path / name, epochs=1, eval_every_steps=0).fit()
+        make_trainer(tmp_path / name, epochs=1, eval_every_steps=0).fit()
         runs.append([json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
     strip = [[{k: v for k, v in r.items() if k != "examples_per_s"} for r in run] for run in runs]
     assert strip[0] == strip[1]
 
 
 def test_max_steps_accumulation_and_early_stopping(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+    make_trainer: Callable[..., Trainer], tmp_path: Path
 ) -> None:
-    result = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", max_steps=5, grad_accum_steps=2).fit()
+    result = make_trainer(tmp_path / "r", max_steps=5, grad_accum_steps=2).fit()
     assert result.steps == 5 and result.train_examples == 5 * 2 * 8
-    trainer = _trainer(
-        tiny_encoder_dir,
-        spam_folder,
+    trainer = make_trainer(
         tmp_path / "s",
         epochs=50,
         eval_every_steps=1,
@@ -91,21 +61,17 @@ def test_max_steps_accumulation_and_early_stopping(
     assert result.best_step == 1
 
 
-def test_epoch_end_evaluation_with_accumulation(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
-) -> None:
+def test_epoch_end_evaluation_with_accumulation(make_trainer: Callable[..., Trainer], tmp_path: Path) -> None:
     """12 batches per epoch in groups of 5: 2 optimizer steps in epoch 1 (2 batches carry over), 4 in all."""
-    result = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", epochs=2, grad_accum_steps=5).fit()
+    result = make_trainer(tmp_path / "r", epochs=2, grad_accum_steps=5).fit()
     assert result.steps == 4
     assert [r["step"] for r in result.history] == [2, 4]
     assert [r["epoch"] for r in result.history] == [0, 1]
 
 
-def test_min_steps_adds_epochs_on_small_data(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
-) -> None:
+def test_min_steps_adds_epochs_on_small_data(make_trainer: Callable[..., Trainer], tmp_path: Path) -> None:
     """12 batches an epoch: min_steps=18 runs 2 epochs, stopping at step 18, with the schedule over 18."""
-    result = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", epochs=1, min_steps=18).fit()
+    result = make_trainer(tmp_path / "r", epochs=1, min_steps=18).fit()
     assert result.steps == 18 and result.train_examples == 18 * 8
     assert [(r["step"], r["epoch"]) for r in result.history] == [(12, 0), (18, 1)]
     records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -113,22 +79,18 @@ def test_min_steps_adds_epochs_on_small_data(
     assert lrs[-1] == 0.0 and min(lrs[:-1]) > 0  # the linear decay ends at the last planned step
 
 
-def test_min_steps_with_accumulation_and_caps(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
-) -> None:
-    accum = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "a", epochs=1, min_steps=4, grad_accum_steps=5)
+def test_min_steps_with_accumulation_and_caps(make_trainer: Callable[..., Trainer], tmp_path: Path) -> None:
+    accum = make_trainer(tmp_path / "a", epochs=1, min_steps=4, grad_accum_steps=5)
     assert accum.fit().steps == 4  # 2 steps an epoch with 2 batches carried over: 2 epochs
-    assert _trainer(tiny_encoder_dir, spam_folder, tmp_path / "n", epochs=1, min_steps=5).fit().steps == 12
-    capped = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "c", epochs=1, min_steps=30, max_steps=14)
+    assert make_trainer(tmp_path / "n", epochs=1, min_steps=5).fit().steps == 12
+    capped = make_trainer(tmp_path / "c", epochs=1, min_steps=30, max_steps=14)
     assert capped.fit().steps == 14
 
 
-def test_on_the_fly_augmentation_in_the_loop(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
-) -> None:
+def test_on_the_fly_augmentation_in_the_loop(make_trainer: Callable[..., Trainer], tmp_path: Path) -> None:
     """A task with ``augment.mode=on_the_fly`` trains on an ``OnTheFly`` split of unchanged size."""
-    aug = AugmentConfig(tfs=f"{Path(__file__).parent / 'test_augment.py'}:TFS", mode="on_the_fly")
-    trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "r", aug, epochs=1)
+    aug = AugmentConfig(tfs="tasks/spam.py:TFS", mode="on_the_fly")
+    trainer = make_trainer(tmp_path / "r", aug, epochs=1)
     assert isinstance(trainer._train_data("spam"), OnTheFly)
     assert not isinstance(trainer._train_data("spam2"), OnTheFly)
     result = trainer.fit()
@@ -136,11 +98,13 @@ def test_on_the_fly_augmentation_in_the_loop(
 
 
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_trainer: Callable[..., Trainer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """State saved every 2 steps; killed at step 7 (mid-epoch, one step after a save); resumed."""
     settings: dict[str, object] = {"epochs": 2, "eval_every_steps": 5, "save_state_every_steps": 2}
-    full = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "full", **settings)
+    full = make_trainer(tmp_path / "full", **settings)
     expected = full.fit()
     assert not (tmp_path / "full" / "state").exists()  # a finished run leaves nothing to resume
 
@@ -153,14 +117,14 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(
 
     monkeypatch.setattr(MetricsLogger, "log", killed_at_7)
     with pytest.raises(KeyboardInterrupt):
-        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings).fit()
+        make_trainer(tmp_path / "cut", **settings).fit()
     assert json.loads((tmp_path / "cut" / "state" / "loop.json").read_text())["step"] == 6
     monkeypatch.setattr(MetricsLogger, "log", log)
-    other = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings)
+    other = make_trainer(tmp_path / "cut", **settings)
     other.run_config = {"seed": 7}
     with pytest.raises(MtlError, match=r"the config differs from the interrupted run's in \['seed'\]"):
         other.fit(resume=True)
-    resumed_trainer = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "cut", **settings)
+    resumed_trainer = make_trainer(tmp_path / "cut", **settings)
     resumed = resumed_trainer.fit(resume=True)
     assert resumed.steps == expected.steps == 24 and resumed.best_step == expected.best_step
     assert resumed.best_dev == expected.best_dev and resumed.history == expected.history
@@ -174,7 +138,7 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(
     strip = [[{k: v for k, v in r.items() if k != "examples_per_s"} for r in rs] for rs in (records, again)]
     assert strip[0] == strip[1]
     with pytest.raises(MtlError, match=r"nothing to resume in .*full"):
-        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "full", **settings).fit(resume=True)
+        make_trainer(tmp_path / "full", **settings).fit(resume=True)
 
 
 def test_report_gives_peak_gpu_memory_in_mib_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -251,12 +251,12 @@ def test_select_label_model_uses_dev_only_to_choose() -> None:
 
 def test_checkpoint_lf_votes_a_heads_predictions(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     from mtl.checkpoint import save_checkpoint
-    from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig
+    from mtl.config import EncoderConfig, SourceConfig, TaskConfig
     from mtl.model import ClassificationHead, MultitaskModel, build_encoder
     from mtl.weak import checkpoint_lf
 
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
-    model = MultitaskModel(enc, {"spam": ClassificationHead(32, 2, HeadConfig())})
+    model = MultitaskModel(enc, {"spam": ClassificationHead(32, 2)})
     task = TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="csv", path="x.csv"))
     save_checkpoint(tmp_path / "ck", model, tok, {"spam": task}, max_length=16)
     votes = apply_lfs(_ds(TEXTS[:6]), [checkpoint_lf("ck", tmp_path / "ck", "spam")], 2).L[:, 0]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mtl.config import SourceConfig, TaskConfig, WeakConfig
-from mtl.data import load_task_splits, training_targets
+from mtl.prepare import load_task_splits, training_targets
+from mtl.task import Task
 from mtl.types import MtlError
 from mtl.weak import MajorityVote, apply_temperature
 from mtl.weak.pipeline import weak_label
@@ -30,29 +31,29 @@ def _task(spam_folder: Path, tmp_path: Path, **weak: object) -> TaskConfig:
 
 def test_weak_labels_from_lfs_file_and_published_votes(spam_folder: Path, tmp_path: Path) -> None:
     cfg = _task(spam_folder, tmp_path, weak_labels_field="weak_labels")
-    dsd = load_task_splits("spam", cfg, tmp_path / "cache")
-    wl = weak_label("spam", cfg, dsd, tmp_path / "cache")
+    dsd = load_task_splits(Task("spam", cfg), tmp_path / "cache")
+    wl = weak_label(Task("spam", cfg), dsd, tmp_path / "cache")
     assert wl.lf_names == ["weak_labels[0]", "weak_labels[1]", "cash", "hello"]
     assert wl.L["train"].shape == (48, 4) and wl.L["dev"].shape == (8, 4)
     assert wl.summary["train"]["coverage"] == 1.0  # the fixture's published LF 0 votes the gold label
     assert wl.summary["dev"]["accuracy_all_rows"] == 1.0
     assert [r["lf"] for r in wl.analysis] == [*wl.lf_names, "*all*"]
     assert (wl.folder / "lf_analysis.csv").exists() and (wl.folder / "label_model.json").exists()
-    again = weak_label("spam", cfg, dsd, tmp_path / "cache")  # read from the cache
+    again = weak_label(Task("spam", cfg), dsd, tmp_path / "cache")  # read from the cache
     assert again.folder == wl.folder
     np.testing.assert_array_equal(again.train_probs, wl.train_probs)
 
 
 def test_uncovered_rows_dropped_or_kept_at_low_weight(spam_folder: Path, tmp_path: Path) -> None:
     cfg = _task(spam_folder, tmp_path)
-    dsd = load_task_splits("spam", cfg, tmp_path / "cache")
-    covered = int((weak_label("spam", cfg, dsd, tmp_path / "cache").L["train"] != -1).any(1).sum())
+    dsd = load_task_splits(Task("spam", cfg), tmp_path / "cache")
+    covered = int((weak_label(Task("spam", cfg), dsd, tmp_path / "cache").L["train"] != -1).any(1).sum())
     assert 0 < covered < 48
-    dropped = training_targets("spam", cfg, dsd, tmp_path / "cache")
+    dropped = training_targets(Task("spam", cfg), dsd, tmp_path / "cache")
     assert len(dropped) == covered
     assert all(abs(sum(p) - 1) < 1e-6 for p in dropped["label_probs"])
     cfg.weak.uncovered = "prior"
-    kept = training_targets("spam", cfg, dsd, tmp_path / "cache")
+    kept = training_targets(Task("spam", cfg), dsd, tmp_path / "cache")
     assert len(kept) == 48
     weights = sorted(round(sum(p), 4) for p in kept["label_probs"])
     assert weights[0] == 0.1 and weights[-1] == 1.0 and weights.count(0.1) == 48 - covered
@@ -60,14 +61,14 @@ def test_uncovered_rows_dropped_or_kept_at_low_weight(spam_folder: Path, tmp_pat
 
 def test_label_probabilities_are_calibrated_on_dev_unless_disabled(spam_folder: Path, tmp_path: Path) -> None:
     raw = _task(spam_folder, tmp_path, calibrate=False)
-    dsd = load_task_splits("spam", raw, tmp_path / "cache")
-    plain = weak_label("spam", raw, dsd, tmp_path / "cache")
+    dsd = load_task_splits(Task("spam", raw), tmp_path / "cache")
+    plain = weak_label(Task("spam", raw), dsd, tmp_path / "cache")
     assert plain.summary["calibration"] == {}
     np.testing.assert_allclose(
         plain.train_probs,
         MajorityVote(2).predict_proba(plain.L["train"]) * ((plain.L["train"] != -1).any(1)[:, None]),
     )
-    cal = weak_label("spam", _task(spam_folder, tmp_path), dsd, tmp_path / "cache")
+    cal = weak_label(Task("spam", _task(spam_folder, tmp_path)), dsd, tmp_path / "cache")
     c = cal.summary["calibration"]
     assert cal.folder != plain.folder  # a cache entry of its own
     assert c["dev_nll_after"] <= c["dev_nll_before"] and c["temperature"] > 0
@@ -80,21 +81,21 @@ def test_label_probabilities_are_calibrated_on_dev_unless_disabled(spam_folder: 
 
 def test_saved_labels_file_and_bad_config(spam_folder: Path, tmp_path: Path) -> None:
     cfg = _task(spam_folder, tmp_path)
-    dsd = load_task_splits("spam", cfg, tmp_path / "cache")
-    wl = weak_label("spam", cfg, dsd, tmp_path / "cache")
+    dsd = load_task_splits(Task("spam", cfg), tmp_path / "cache")
+    wl = weak_label(Task("spam", cfg), dsd, tmp_path / "cache")
     cfg.labels = str(wl.folder / "train_probs.npy")
-    from_file = training_targets("spam", cfg, dsd, tmp_path / "cache")
+    from_file = training_targets(Task("spam", cfg), dsd, tmp_path / "cache")
     assert len(from_file) == int((wl.train_probs.sum(1) > 0).sum())
     np.save(tmp_path / "short.npy", np.ones((3, 2)) / 2)
     cfg.labels = str(tmp_path / "short.npy")
     with pytest.raises(MtlError, match=r"has shape \(3, 2\); the train split needs \(48, 2\)"):
-        training_targets("spam", cfg, dsd, tmp_path / "cache")
+        training_targets(Task("spam", cfg), dsd, tmp_path / "cache")
     bad = _task(spam_folder, tmp_path, label_model="snorkel")
     with pytest.raises(MtlError, match=r"weak\.label_model 'snorkel' is not one of"):
-        weak_label("spam", bad, dsd, tmp_path / "cache")
+        weak_label(Task("spam", bad), dsd, tmp_path / "cache")
     none = _task(spam_folder, tmp_path, lfs=None)
     with pytest.raises(MtlError, match=r"no weak supervision configured: set tasks\.spam\.weak\.lfs"):
-        weak_label("spam", none, dsd, tmp_path / "cache")
+        weak_label(Task("spam", none), dsd, tmp_path / "cache")
     missing = _task(spam_folder, tmp_path, lfs=f"{tmp_path}/nope.py:LFS")
     with pytest.raises(MtlError, match=r"nope\.py' not found"):
-        weak_label("spam", missing, dsd, tmp_path / "cache")
+        weak_label(Task("spam", missing), dsd, tmp_path / "cache")

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from mtl.checkpoint import load_checkpoint, save_checkpoint
+from mtl.cli.train import OldTasks, format_change
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
-from mtl.data import load_tasks
-from mtl.heads import ClassificationHead
+from mtl.heads import build_head
 from mtl.model import MultitaskModel, build_encoder
+from mtl.prepare import load_tasks
+from mtl.starting_model import starting_model
+from mtl.task import Task
 from mtl.trainer import Trainer
-from mtl.transfer import OldTasks, build_model, format_change, init_model
 from mtl.types import MtlError
-from tests.unit.test_trainer import _trainer
 
 
-def _task(spam: Path, labels: list[str], **kw: object) -> TaskConfig:
+def _config(spam: Path, labels: list[str], **kw: object) -> TaskConfig:
     return TaskConfig(label_names=labels, source=SourceConfig(format="wrench", path=str(spam)), **kw)  # type: ignore[arg-type]
+
+
+def _task(name: str, spam: Path, labels: list[str], **kw: object) -> tuple[str, Task]:
+    return name, Task(name, _config(spam, labels, **kw))
 
 
 @pytest.fixture
@@ -29,21 +35,23 @@ def ckpt(tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path) -> Path:
     torch.manual_seed(0)
     enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
     tasks = {
-        "spam": _task(spam_folder, ["ham", "spam"]),
-        "old_spam": _task(spam_folder, ["ham", "spam"]),
-        "topic": _task(tmp_path / "moved", ["a", "b", "c"], head=HeadConfig(hidden_size=8)),
+        "spam": _config(spam_folder, ["ham", "spam"]),
+        "old_spam": _config(spam_folder, ["ham", "spam"]),
+        "topic": _config(tmp_path / "moved", ["a", "b", "c"], head=HeadConfig(hidden_size=8)),
     }
-    heads = {t: ClassificationHead(32, len(c.label_names), c.head) for t, c in tasks.items()}
+    heads = {t: build_head(32, len(c.label_names), c.head) for t, c in tasks.items()}
     return save_checkpoint(tmp_path / "ckpt", MultitaskModel(enc, heads), tok, tasks, max_length=32)
 
 
 def test_init_from_checkpoint_loads_matching_heads_and_says_why_not(ckpt: Path, spam_folder: Path) -> None:
-    tasks = {
-        "spam": _task(spam_folder, ["ham", "spam"]),
-        "topic": _task(spam_folder, ["x", "y"]),
-        "new": _task(spam_folder, ["no", "yes"]),
-    }
-    init = init_model(str(ckpt), tasks, EncoderConfig(pooling="cls"))
+    tasks = dict(
+        [
+            _task("spam", spam_folder, ["ham", "spam"]),
+            _task("topic", spam_folder, ["x", "y"]),
+            _task("new", spam_folder, ["no", "yes"]),
+        ]
+    )
+    init = starting_model(tasks, EncoderConfig(pooling="cls"), str(ckpt))
     assert init.kind == "checkpoint" and init.pooling == "mean"  # the checkpoint's pooling wins
     assert init.loaded_heads == ["spam"]
     assert init.fresh_heads["topic"].startswith("label set differs: checkpoint ['a', 'b', 'c'], this run")
@@ -64,26 +72,26 @@ def test_init_from_checkpoint_loads_matching_heads_and_says_why_not(ckpt: Path, 
     assert "heads loaded: spam" in text and "old heads kept, not trained: old_spam" in text
     assert "head topic: new (label set differs" in text
     # a changed head shape is not loaded either, and without keep_old_heads there are no passengers
-    wider = {"spam": _task(spam_folder, ["ham", "spam"], head=HeadConfig(hidden_size=4))}
-    init = init_model(str(ckpt), wider, EncoderConfig(), keep_old_heads=False)
+    wider = dict([_task("spam", spam_folder, ["ham", "spam"], head=HeadConfig(hidden_size=4))])
+    init = starting_model(wider, EncoderConfig(), str(ckpt), keep_old_heads=False)
     assert init.loaded_heads == [] and "hidden_size" in init.fresh_heads["spam"] and not init.old_tasks
 
 
 def test_init_from_a_model_folder_and_bad_paths(
     tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
 ) -> None:
-    tasks = {"spam": _task(spam_folder, ["ham", "spam"])}
-    init = build_model(tasks, EncoderConfig(), str(tiny_encoder_dir))
+    tasks = dict([_task("spam", spam_folder, ["ham", "spam"])])
+    init = starting_model(tasks, EncoderConfig(), str(tiny_encoder_dir))
     assert init.kind == "encoder" and list(init.fresh_heads) == ["spam"] and init.model.hidden_size == 32
     with pytest.raises(MtlError, match=r"init_from '/nowhere/x' does not exist"):
-        init_model("/nowhere/x", tasks, EncoderConfig())
+        starting_model(tasks, EncoderConfig(), "/nowhere/x")
     (tmp_path / "foreign").mkdir()
     with pytest.raises(MtlError, match=r"foreign' is neither an mtl checkpoint .* nor an AutoModel folder"):
-        init_model(str(tmp_path / "foreign"), tasks, EncoderConfig())
+        starting_model(tasks, EncoderConfig(), str(tmp_path / "foreign"))
     with pytest.raises(
         MtlError, match="'no-such-model' is not a local folder, and loading it as a Hub id failed"
     ):
-        init_model("no-such-model", tasks, EncoderConfig())
+        starting_model(tasks, EncoderConfig(), "no-such-model")
 
 
 def test_hidden_size_mismatch_names_the_checkpoint(ckpt: Path, spam_folder: Path) -> None:
@@ -92,7 +100,7 @@ def test_hidden_size_mismatch_names_the_checkpoint(ckpt: Path, spam_folder: Path
     with pytest.raises(
         MtlError, match=r"ckpt: head 'spam' expects 64 features but the encoder's hidden size is 32"
     ):
-        init_model(str(ckpt), {"spam": _task(spam_folder, ["ham", "spam"])}, EncoderConfig())
+        starting_model(dict([_task("spam", spam_folder, ["ham", "spam"])]), EncoderConfig(), str(ckpt))
 
 
 def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -103,40 +111,34 @@ def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
     return any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
-def test_freezing_encoder_lr_and_train_heads(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
-) -> None:
-    t = _trainer(tiny_encoder_dir, spam_folder, tmp_path / "a", freeze_encoder=True, max_steps=4)
+def test_freezing_encoder_lr_and_train_heads(make_trainer: Callable[..., Trainer], tmp_path: Path) -> None:
+    t = make_trainer(tmp_path / "a", freeze_encoder=True, max_steps=4)
     enc, head = _params(t.model.encoder), _params(t.model.heads["spam"])
     t.fit()
     assert not _changed(enc, t.model.encoder) and _changed(head, t.model.heads["spam"])
     assert not t.model.encoder.training  # a frozen encoder runs without dropout
     # frozen for the first 3 steps only: unchanged after 3, changed after 5
     for steps, moved in ((3, False), (5, True)):
-        t = _trainer(
-            tiny_encoder_dir, spam_folder, tmp_path / f"s{steps}", freeze_encoder_steps=3, max_steps=steps
-        )
+        t = make_trainer(tmp_path / f"s{steps}", freeze_encoder_steps=3, max_steps=steps)
         enc = _params(t.model.encoder)
         t.fit()
         assert _changed(enc, t.model.encoder) is moved
-    t = _trainer(
-        tiny_encoder_dir, spam_folder, tmp_path / "h", train_heads=["spam2"], encoder_lr=1e-4, max_steps=4
-    )
+    t = make_trainer(tmp_path / "h", train_heads=["spam2"], encoder_lr=1e-4, max_steps=4)
     optimizer = t._optimizer()
     assert [g["lr"] for g in optimizer.param_groups] == [3e-3, 1e-4]  # heads, encoder
     spam_head, enc = _params(t.model.heads["spam"]), _params(t.model.encoder)
     t.fit()
     assert not _changed(spam_head, t.model.heads["spam"]) and _changed(enc, t.model.encoder)
     with pytest.raises(ValueError, match=r"leaves nothing to train for tasks \['spam'\]"):
-        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "y", train_heads=["spam2"], freeze_encoder=True)
+        make_trainer(tmp_path / "y", train_heads=["spam2"], freeze_encoder=True)
     with pytest.raises(ValueError, match=r"trainer\.train_heads names tasks not in this run: \['nope'\]"):
-        _trainer(tiny_encoder_dir, spam_folder, tmp_path / "x", train_heads=["nope"])
+        make_trainer(tmp_path / "x", train_heads=["nope"])
 
 
 def test_old_heads_ride_along_and_are_evaluated(ckpt: Path, spam_folder: Path, tmp_path: Path) -> None:
     """Training 'spam' from a checkpoint keeps 'old_spam' untrained, saves it, reports its change."""
-    tasks = {"spam": _task(spam_folder, ["ham", "spam"])}
-    init = init_model(str(ckpt), tasks, EncoderConfig())
+    tasks = dict([_task("spam", spam_folder, ["ham", "spam"])])
+    init = starting_model(tasks, EncoderConfig(), str(ckpt))
     assert list(init.old_tasks) == ["old_spam", "topic"]
     # topic's data is gone (its folder moved): it is not evaluated, but its head is still kept and saved
     data = load_tasks(tasks, init.tokenizer, 32, tmp_path / "cache")
@@ -168,13 +170,11 @@ def test_old_heads_ride_along_and_are_evaluated(ckpt: Path, spam_folder: Path, t
 
 
 def test_feature_cache_matches_the_frozen_encoder_end_to_end(
-    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+    make_trainer: Callable[..., Trainer], tmp_path: Path
 ) -> None:
     runs, heads0 = {}, {}
     for cache in (False, True):
-        t = _trainer(
-            tiny_encoder_dir,
-            spam_folder,
+        t = make_trainer(
             tmp_path / str(cache),
             freeze_encoder=True,
             feature_cache=cache,

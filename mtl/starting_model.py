@@ -1,4 +1,5 @@
-"""Starting a run from a trained model: ``init_from`` an mtl checkpoint, an ``AutoModel`` folder or a Hub id.
+"""The model a run starts from: the configured pretrained encoder with fresh heads, or ``init_from`` an
+mtl checkpoint, an ``AutoModel`` folder or a Hub id.
 
 From an mtl checkpoint the run takes the shared encoder (weights, tokenizer, pooling) and every head
 whose task name, label names and head shape match a task of the run; other tasks of the run get fresh
@@ -9,38 +10,30 @@ From any other model folder or Hub id only the encoder is taken.
 
 Example:
     >>> from mtl.config import EncoderConfig
-    >>> init = init_model("outputs/train/x/checkpoint", tasks, EncoderConfig())  # doctest: +SKIP
-    >>> print(init.describe())  # doctest: +SKIP
+    >>> start = starting_model(tasks, EncoderConfig(), "outputs/train/x/checkpoint")  # doctest: +SKIP
+    >>> print(start.describe())  # doctest: +SKIP
     init_from outputs/train/x/checkpoint (mtl checkpoint): encoder loaded; heads loaded: sms; ...
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import datasets
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mtl.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
 from mtl.config import EncoderConfig, TaskConfig
-from mtl.data import load_tasks
-from mtl.evaluate import TaskMetrics
 from mtl.heads import TaskHead, build_head
 from mtl.model import MultitaskModel, build_encoder
-from mtl.slicing import num_slices
-from mtl.trainer import Trainer
+from mtl.task import Task
 from mtl.types import MtlError
-
-log = logging.getLogger("mtl.transfer")
 
 
 @dataclass
-class InitResult:
+class StartingModel:
     """The model a run starts from and what was (not) taken from ``init_from``.
 
     Attributes:
@@ -108,67 +101,66 @@ def _load_encoder(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
         ) from e
 
 
-def build_model(
-    tasks: Mapping[str, TaskConfig],
+def starting_model(
+    tasks: Mapping[str, Task],
     encoder_cfg: EncoderConfig,
     init_from: str | None = None,
     keep_old_heads: bool = True,
-) -> InitResult:
-    """The run's model: the configured encoder with fresh heads, or started from ``init_from``."""
-    if init_from:
-        return init_model(init_from, tasks, encoder_cfg, keep_old_heads)
-    encoder, tokenizer = build_encoder(encoder_cfg)
-    hidden = int(encoder.config.hidden_size)
-    heads = {t: build_head(hidden, len(c.label_names), c.head, num_slices(c)) for t, c in tasks.items()}
-    model = MultitaskModel(encoder, heads, pooling=encoder_cfg.pooling)
-    return InitResult(model, tokenizer, encoder_cfg.pooling, encoder_cfg.name_or_path, "pretrained")
-
-
-def init_model(
-    source: str, tasks: Mapping[str, TaskConfig], encoder_cfg: EncoderConfig, keep_old_heads: bool = True
-) -> InitResult:
-    """The run's model started from ``source`` (see the module docstring); errors name the path."""
+) -> StartingModel:
+    """The model a run starts from: the configured encoder with a fresh head per task, or what
+    ``init_from`` gives (see the module docstring); errors name the path."""
+    if not init_from:
+        encoder, tokenizer = build_encoder(encoder_cfg)
+        model = MultitaskModel(encoder, _fresh_heads(encoder, tasks), pooling=encoder_cfg.pooling)
+        return StartingModel(model, tokenizer, encoder_cfg.pooling, encoder_cfg.name_or_path, "pretrained")
     try:
-        root = checkpoint_dir(source)
+        root = checkpoint_dir(init_from)
     except CheckpointError:
         root = None
     if root is None:
-        encoder, tokenizer = _load_encoder(source)
-        hidden = int(encoder.config.hidden_size)
-        new = {t: build_head(hidden, len(c.label_names), c.head, num_slices(c)) for t, c in tasks.items()}
-        model = MultitaskModel(encoder, new, pooling=encoder_cfg.pooling)
+        encoder, tokenizer = _load_encoder(init_from)
+        model = MultitaskModel(encoder, _fresh_heads(encoder, tasks), pooling=encoder_cfg.pooling)
         fresh = {t: "init_from is not an mtl checkpoint" for t in tasks}
-        return InitResult(model, tokenizer, encoder_cfg.pooling, source, "encoder", fresh_heads=fresh)
+        return StartingModel(model, tokenizer, encoder_cfg.pooling, init_from, "encoder", fresh_heads=fresh)
     old, tokenizer, old_tasks, info = load_checkpoint(root)
-    hidden = old.hidden_size
-    heads: dict[str, TaskHead] = {}
+    heads = _fresh_heads(old.encoder, tasks)
     loaded, fresh = [], {}
-    for t, c in tasks.items():
-        head = build_head(hidden, len(c.label_names), c.head, num_slices(c))
-        why = _why_not(t, c, head, old_tasks, old)
+    for t, task in tasks.items():
+        why = _why_not(task, heads[t], old_tasks, old)
         if why is None:
-            head.load_state_dict(old.heads[t].state_dict())
+            heads[t].load_state_dict(old.heads[t].state_dict())
             loaded.append(t)
         else:
             fresh[t] = why
-        heads[t] = head
     passengers = {t: c for t, c in old_tasks.items() if t not in tasks} if keep_old_heads else {}
     for t in passengers:
         heads[t] = old.heads[t]  # type: ignore[assignment]
     model = MultitaskModel(old.encoder, heads, pooling=info["pooling"])
-    return InitResult(model, tokenizer, info["pooling"], source, "checkpoint", loaded, fresh, passengers)
+    return StartingModel(
+        model, tokenizer, info["pooling"], init_from, "checkpoint", loaded, fresh, passengers
+    )
+
+
+def _fresh_heads(encoder: PreTrainedModel, tasks: Mapping[str, Task]) -> dict[str, TaskHead]:
+    """A new head per task, sized for the encoder."""
+    hidden = int(encoder.config.hidden_size)
+    return {
+        t: build_head(hidden, task.num_classes, task.config.head, task.num_slices)
+        for t, task in tasks.items()
+    }
 
 
 def _why_not(
-    task: str, cfg: TaskConfig, head: TaskHead, old_tasks: Mapping[str, TaskConfig], old: MultitaskModel
+    task: Task, head: TaskHead, old_tasks: Mapping[str, TaskConfig], old: MultitaskModel
 ) -> str | None:
     """Why the checkpoint's head for ``task`` cannot be used (None: it can)."""
-    if task not in old_tasks:
+    cfg = task.config
+    if task.name not in old_tasks:
         return "no head of that name in the checkpoint"
-    was = old_tasks[task]
+    was = old_tasks[task.name]
     if list(was.label_names) != list(cfg.label_names):
         return f"label set differs: checkpoint {list(was.label_names)}, this run {list(cfg.label_names)}"
-    old_head = old.heads[task]
+    old_head = old.heads[task.name]
     if type(old_head) is not type(head) or old_head.num_slices != head.num_slices:
         return (
             f"head differs: checkpoint {was.head.type} with {old_head.num_slices} slices, this run "
@@ -178,51 +170,3 @@ def _why_not(
     if shapes != {k: tuple(v.shape) for k, v in head.state_dict().items()}:
         return "head shape differs (head.hidden_size)"
     return None
-
-
-def old_task_change(
-    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
-) -> dict[str, dict[str, float]]:
-    """Per old task and split: its metric before and after training the new tasks, and the change."""
-    out: dict[str, dict[str, float]] = {}
-    for split, per_task in after.items():
-        for task, m in per_task.items():
-            b = before.get(split, {}).get(task, {}).get("metric", math.nan)
-            out[f"{task}/{split}"] = {"before": b, "after": m["metric"], "change": m["metric"] - b}
-    return out
-
-
-def format_change(change: Mapping[str, Mapping[str, float]]) -> str:
-    """A Markdown table of ``old_task_change``."""
-    rows = ["| old task / split | before | after | change |", "|---|---|---|---|"]
-    for k, v in change.items():
-        rows.append(f"| {k} | {v['before']:.4f} | {v['after']:.4f} | {v['change']:+.4f} |")
-    return "\n".join(rows)
-
-
-class OldTasks:
-    """The passenger heads' tasks, evaluated on dev and test when made (before training) and by
-    ``change()`` (after): a collapse of an old task shows in the report. An old task whose data cannot
-    be loaded any more is skipped with a warning (its head is still kept)."""
-
-    def __init__(self, trainer: Trainer, tasks: Mapping[str, TaskConfig], cache_dir: str, seed: int) -> None:
-        self.trainer, self.tasks = trainer, dict(tasks)
-        self.data: dict[str, datasets.DatasetDict] = {}
-        for name, cfg in tasks.items():
-            try:
-                self.data |= load_tasks(
-                    {name: cfg}, trainer.tokenizer, trainer.max_length, cache_dir, seed, ["dev", "test"]
-                )
-            except MtlError as e:
-                log.warning("old task %s: its data could not be loaded (%s); kept, not evaluated", name, e)
-        self.before = self._evaluate()
-
-    def _evaluate(self) -> dict[str, TaskMetrics]:
-        if not self.data:
-            return {}
-        tasks = {t: self.tasks[t] for t in self.data}
-        return {s: self.trainer.evaluate(s, self.data, tasks) for s in ("dev", "test")}
-
-    def change(self) -> dict[str, dict[str, float]]:
-        """Per old task and split: the metric before training, after it, and the change."""
-        return old_task_change(self.before, self._evaluate()) if self.data else {}
