@@ -33,7 +33,7 @@ test: $(STAMP)  ## lint, then the whole test suite (unit + slow integration test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/pytest -q -m 'not slow'
@@ -52,8 +52,8 @@ bench-label: $(STAMP)  ## label models vs snorkel 0.10.0 (installs snorkel into 
 	$(BIN)/python scripts/bench_label_model.py
 
 bench-slices: $(STAMP)  ## plain vs upweight vs slice-aware heads, +/- augmentation, 3 seeds (needs ../shared/data; ~2.5 h)
-	$(BIN)/python scripts/bench_slices.py --sets tweets
-	$(BIN)/python scripts/bench_slices.py --sets spam --size full
+	$(BIN)/mtl-bench bench=slices_tweets
+	$(BIN)/mtl-bench bench=slices_spam
 
 bench-perf: $(STAMP)  ## LF application vs snorkel, training loop vs accelerate/HF Trainer, one-pass inference (~25 min)
 	$(BIN)/pip install -q snorkel==0.10.0 'dask[dataframe,distributed]'

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from mtl.config import BenchSpec
 from mtl.types import MtlError
 
@@ -128,6 +130,7 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
                     ov += [f"++tasks.{t}.split.max_rows.train={budget}" for t in tasks if budget is not None]
                     ov += [f"init_from={pre.folder / 'checkpoint'}"] if pre else []
                     ov += list(s.overrides)
+                    ov += [f"tasks.{t}.{o}" for t in tasks for o in s.task_overrides]
                     cells.append(Cell(name, seed, budget, tasks, merge_overrides(ov, tasks), folder, pre))
     return cells
 
@@ -224,8 +227,57 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
         f"Compute: {len(runs) - n_pre} cells and {pre}, {seconds / 60:.1f} min of wall time in all "
         "(the sum of each run's own, from its cell.json; a reused cell counts the time it took)."
     )
-    _write_tables(spec, rows, out, size, compute)
+    slices = slice_report(spec, cells) if spec.slice_report else ""
+    _write_tables(spec, rows, out, size, compute, slices)
     return rows
+
+
+def _slice_score(task_metrics: dict[str, Any], sm: dict[str, Any]) -> float:
+    """A slice's score: the task's metric, or accuracy where the task's metric is F1 of class 1."""
+    return float(sm["accuracy"] if task_metrics["metric_name"] == "f1" else sm["metric"])
+
+
+def slice_report(spec: BenchSpec, cells: list[Cell]) -> str:
+    """Markdown: per setup (all rows, no budgets), the mean over critical slices (test rows >=
+    ``min_slice_n``) and the worst of them, then each critical slice's test score per setup; mean ± std
+    over seeds."""
+    scores: dict[str, dict[str, list[float]]] = {}  # setup -> task/slice -> per seed
+    sizes: dict[str, int] = {}
+    per_seed_mean: dict[str, list[float]] = {}
+    for name in spec.setups:
+        by_seed: dict[int, list[float]] = {}
+        for c in cells:
+            if c.setup != name or c.budget is not None or c.result.get("status") != "ok":
+                continue
+            for task, m in c.result["metrics"]["test"].items():
+                for sl, sm in m.get("slices", {}).items():
+                    if sm["n"] >= spec.min_slice_n:
+                        scores.setdefault(name, {}).setdefault(f"{task}/{sl}", []).append(_slice_score(m, sm))
+                        sizes[f"{task}/{sl}"] = int(sm["n"])
+                        by_seed.setdefault(c.seed, []).append(_slice_score(m, sm))
+        per_seed_mean[name] = [statistics.mean(v) for v in by_seed.values()]
+    if not scores:
+        return f"No slice with at least {spec.min_slice_n} test rows."
+    head = [
+        f"Critical slices: test rows >= {spec.min_slice_n}; a slice of a task scored by F1 of class 1 is "
+        "scored by accuracy. Mean ± std over seeds.",
+        "",
+        "| setup | critical slices | mean over them | worst slice | its score |",
+        "|---|---|---|---|---|",
+    ]
+    for name, per in scores.items():
+        worst = min(per, key=lambda k: statistics.mean(per[k]))
+        w = _stats(per[worst])
+        head.append(
+            f"| {name} | {len(per)} | {_cell_text({**_stats(per_seed_mean[name]), 'failed': []})} | "
+            f"{worst} (n={sizes[worst]}) | {w['mean']:.4f} ± {w['std']:.4f} |"
+        )
+    setups = list(scores)
+    grid = ["", "| slice (test rows) | " + " | ".join(setups) + " |", "|---|" + "---|" * len(setups)]
+    for key in sorted(sizes):
+        row = [f"{_stats(scores[s][key])['mean']:.4f}" if key in scores[s] else "-" for s in setups]
+        grid.append(f"| {key} ({sizes[key]}) | " + " | ".join(row) + " |")
+    return "\n".join(head + grid)
 
 
 def _cell_text(r: dict[str, Any]) -> str:
@@ -236,7 +288,9 @@ def _cell_text(r: dict[str, Any]) -> str:
     return text + (f", {len(r['failed'])} failed" if r["failed"] else "")
 
 
-def _write_tables(spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: str, compute: str) -> None:
+def _write_tables(
+    spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: str, compute: str, slices: str = ""
+) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in rows if r["task"] != "mean"))
     lines = [
         f"# mtl-bench {spec.name} ({size}): test metric, mean ± std over seeds (n = seeds that finished)",
@@ -253,6 +307,8 @@ def _write_tables(spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: 
     failures = [(r["setup"], r["budget"], f) for r in rows if r["task"] == "mean" for f in r["failed"]]
     if failures:
         lines += ["", "Failed cells:", *[f"- {s} @ {'all' if b is None else b}, {f}" for s, b, f in failures]]
+    if slices:
+        lines += ["", "## Slices", "", slices]
     lines += ["", compute]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     with open(out / "results.csv", "w") as f:
@@ -266,11 +322,6 @@ def _write_tables(spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: 
 def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: Path) -> list[Path]:
     """``setups.png`` (each setup's test metric per task, error bars: std over seeds) and, for setups
     with budgets, ``budgets.png`` (metric against the number of training rows)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     plain = [
         r for r in rows if r["budget"] is None and not spec.setups[r["setup"]].budgets and r["task"] != "mean"
@@ -278,7 +329,8 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
     if plain:
         setups = list(dict.fromkeys(r["setup"] for r in plain))
         tasks = list(dict.fromkeys(r["task"] for r in plain))
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(setups) * max(1, len(tasks)) / 2), 4))
+        fig = Figure(figsize=(max(6.0, 1.2 * len(setups) * max(1, len(tasks)) / 2), 4))
+        ax = fig.subplots()
         width = 0.8 / len(tasks)
         for j, t in enumerate(tasks):
             xs, ys, es = [], [], []
@@ -293,7 +345,8 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
         written.append(_save(fig, ax, f"mtl-bench {spec.name}", out / "setups.png"))
     curves = [r for r in rows if spec.setups[r["setup"]].budgets and r["task"] != "mean" and r["n"]]
     if curves:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         for setup, task in dict.fromkeys((r["setup"], r["task"]) for r in curves):
             pts = sorted(
                 (_rows_trained(cells, setup, r["budget"], task), r["mean"], r["std"])
@@ -314,15 +367,12 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
     return written
 
 
-def _save(fig: Any, ax: Any, title: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
+def _save(fig: Figure, ax: Any, title: str, path: Path) -> Path:
     ax.set_ylabel("test metric")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=120)  # a bare Figure (no pyplot): no global state, no GUI backend
     return path
 
 

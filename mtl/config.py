@@ -492,6 +492,8 @@ class SetupConfig:
             from that checkpoint (``init_from``): intermediate-task transfer.
         labels: ``gold`` or ``weak`` for every task of the setup (null: each task's own).
         overrides: more ``mtl-train`` overrides for the setup's runs (e.g. ``trainer.freeze_encoder=true``).
+        task_overrides: overrides of every task of the setup, without the ``tasks.<name>.`` prefix (e.g.
+            ``head.type=slice_aware`` sets ``tasks.<t>.head.type`` for each task ``t``).
         budgets: train-row caps for a label-budget curve, one cell each (null in the list: all rows).
     """
 
@@ -500,6 +502,7 @@ class SetupConfig:
     pretrain: list[str] | None = None
     labels: LabelSource | None = None
     overrides: list[str] = field(default_factory=list)
+    task_overrides: list[str] = field(default_factory=list)
     budgets: list[int | None] | None = None
 
 
@@ -512,6 +515,11 @@ class BenchSpec:
         seeds: the seeds of the full size; ``quick_seeds`` those of the quick size.
         common: ``mtl-train`` overrides of every run; ``full`` and ``quick``: those of one size.
         setups: setup name to setup.
+        slice_report: also report the critical slices: per setup, the mean over the slices with at
+            least ``min_slice_n`` test rows and the worst of them, and every such slice's metric (tasks
+            scored by F1 of class 1 compare their slices on accuracy: a slice without positives has F1
+            0 whatever the model does).
+        min_slice_n: the test rows a slice needs to count as critical in the slice report.
     """
 
     name: str = MISSING
@@ -521,6 +529,8 @@ class BenchSpec:
     full: list[str] = field(default_factory=list)
     quick: list[str] = field(default_factory=list)
     setups: dict[str, SetupConfig] = field(default_factory=dict)
+    slice_report: bool = False
+    min_slice_n: int = 20
 
 
 @dataclass

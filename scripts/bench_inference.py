@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from mtl.config import EncoderConfig, HeadConfig, package_dir
+from mtl.config import EncoderConfig, package_dir
 from mtl.heads import ClassificationHead
 from mtl.model import MultitaskModel, build_encoder
 
@@ -69,7 +69,7 @@ def main() -> None:
     rows = []
     for T in (int(t) for t in args.tasks.split(",")):
         torch.manual_seed(0)
-        heads = {f"task{i}": ClassificationHead(384, 2 + i % 3, HeadConfig()) for i in range(T)}
+        heads = {f"task{i}": ClassificationHead(384, 2 + i % 3) for i in range(T)}
         shared = MultitaskModel(copy.deepcopy(encoder), heads).eval()
         shared.tokenizer, shared.max_length = tokenizer, 128
         separate = []

@@ -34,11 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mtl.config import SourceConfig, TaskConfig  # noqa: E402
-from mtl.data import load_task_splits  # noqa: E402
 from mtl.metrics import compute_metrics  # noqa: E402
+from mtl.prepare import load_task_splits  # noqa: E402
+from mtl.task import Task  # noqa: E402
+from mtl.weak import load_lfs  # noqa: E402
 from mtl.weak.apply import apply_lfs  # noqa: E402
 from mtl.weak.label_model import LabelModel, MajorityVote, select_label_model  # noqa: E402
-from mtl.weak import load_lfs  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "wrench"
 SETS = {"youtube": (2, "accuracy"), "sms": (2, "f1"), "trec": (6, "accuracy")}
@@ -60,7 +61,7 @@ def with_our_lfs(task: str, published: bool = True) -> dict[str, tuple[np.ndarra
     if ref is None:
         return None
     cfg = TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="wrench", path=str(DATA / task)))
-    dsd = load_task_splits(task, cfg, ROOT / ".cache" / "bench")
+    dsd = load_task_splits(Task(task, cfg), ROOT / ".cache" / "bench")
     lfs = load_lfs(ref)
     out = {}
     for split in ("train", "dev", "test"):

@@ -42,19 +42,18 @@ def _data(rows: int, long: bool, cache: str) -> tuple[Any, Any, Any, Any]:
     """The sms task's config, tokenizer, MiniLM model (one fresh head) and tokenized train/dev splits."""
     import datasets
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
+    from mtl.cli import run_tasks
     from mtl.config import CONF_DIR, EncoderConfig
-    from mtl.data import load_tasks
-    from mtl.runs import task_configs
-    from mtl.transfer import build_model
+    from mtl.prepare import load_tasks
+    from mtl.starting_model import starting_model
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("train", ["tasks=[sms]", "encoder=minilm", f"encoder.max_length={MAX_LENGTH}"])
-    tasks = task_configs(cfg)
-    from omegaconf import OmegaConf
-
+    tasks = run_tasks(cfg)
     enc: EncoderConfig = OmegaConf.to_object(cfg.encoder)  # type: ignore[assignment]
-    init = build_model(tasks, enc, None, False)
+    init = starting_model(tasks, enc, None, False)
     data = load_tasks(tasks, init.tokenizer, MAX_LENGTH, cache, 0)
     train = data["sms"]["train"].select(range(rows))
     if long:  # every row's tokens repeated to 128: the batches are 32 x 128

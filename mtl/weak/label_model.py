@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mtl.metrics import compute_metrics
 from mtl.types import ABSTAIN, MtlError
 
 
@@ -313,8 +314,6 @@ def select_label_model(
     never to fit LF parameters. Returns the chosen model and one row per candidate (name, dev metric,
     EM iterations), best first; ties go to the simpler model (listed first).
     """
-    from mtl.metrics import compute_metrics
-
     y_dev = np.asarray(y_dev)
     if len(y_dev) == 0:
         raise MtlError("select_label_model needs dev rows with gold labels")

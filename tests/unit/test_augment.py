@@ -75,9 +75,11 @@ def _ds() -> datasets.Dataset:
 
 
 def _augment(
-    tfs: list, seed: int = 0, copies: int = 1, keep_original: bool = True, **policy: object
+    tfs: list, seed: int = 0, copies: int = 1, keep: bool = True, **policy: object
 ) -> datasets.Dataset:
-    return augment(_ds(), Policy(tfs, **policy), copies=copies, keep_original=keep_original, seed=seed)  # type: ignore[arg-type]
+    """``_ds()`` augmented by ``Policy(tfs, **policy)``; ``keep``: keep the originals."""
+    policy_ = Policy(tfs, **policy)  # type: ignore[arg-type]
+    return augment(_ds(), policy_, copies=copies, keep_original=keep, seed=seed)
 
 
 def test_random_policy_copies_labels_and_is_seeded() -> None:

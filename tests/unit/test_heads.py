@@ -13,10 +13,10 @@ from accelerate.state import AcceleratorState
 
 from mtl.checkpoint import load_checkpoint
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
-from mtl.prepare import load_tasks
-from mtl.task import resolve_tasks
 from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head
 from mtl.model import MultitaskModel, build_encoder
+from mtl.prepare import load_tasks
+from mtl.task import resolve_tasks
 from mtl.trainer import Trainer
 
 

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from mtl.config import EncoderConfig, SourceConfig, TaskConfig
 from mtl.data import Collator, tokenize
-from mtl.prepare import add_slices
-from mtl.task import Task
 from mtl.evaluate import evaluate_tasks, format_slice_table
 from mtl.model import ClassificationHead, MultitaskModel, build_encoder
+from mtl.prepare import add_slices
 from mtl.slicing import SlicingFunction, load_sfs, slice_matrix, slicing_function
+from mtl.task import Task
 from mtl.weak import LFApplicationError
 
 

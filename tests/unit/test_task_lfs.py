@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from mtl.slicing import load_sfs
-from mtl.weak import ABSTAIN
-from mtl.weak import load_lfs
+from mtl.weak import ABSTAIN, load_lfs
 
 
 def _by_name(ref: str) -> dict:
