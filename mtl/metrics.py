@@ -6,9 +6,6 @@ import numpy as np
 
 from mtl.types import ABSTAIN
 
-METRICS = ("accuracy", "f1", "macro_f1")
-"""Metric names a task may select; ``f1`` (of class 1) only for binary tasks."""
-
 
 def _f1(pred: np.ndarray, gold: np.ndarray, cls: int) -> float:
     tp = float(np.sum((pred == cls) & (gold == cls)))
