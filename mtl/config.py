@@ -264,7 +264,10 @@ class WeakConfig:
             beside ``lfs`` (its columns come first).
         label_model: ``auto`` (pick on dev gold among majority vote and Dawid-Skene variants),
             ``majority_vote`` or ``dawid_skene``.
-        abstain_as_vote: for ``dawid_skene``: whether an LF's abstaining is evidence.
+        abstain_as_vote: for ``dawid_skene``: whether an LF's abstaining is evidence (off by default:
+            the abstains of many LFs can outvote a row's few votes). A ``dawid_skene`` fit that is
+            degenerate (it changes the class of rows all of whose LFs agree) falls back to majority vote,
+            with a warning (``mtl.weak.label_model.fit_or_majority_vote``).
         class_balance: for ``dawid_skene``: ``uniform``, ``estimate`` or ``dev``.
         uncovered: rows no LF votes on: ``drop`` them from training, or keep them (``prior``) with the
             label model's class prior at weight ``uncovered_weight``.
@@ -280,7 +283,7 @@ class WeakConfig:
     lfs: str | None = None
     weak_labels_field: str | None = None
     label_model: LabelModelChoice = LabelModelChoice.auto
-    abstain_as_vote: bool = True
+    abstain_as_vote: bool = False
     class_balance: ClassBalance = ClassBalance.uniform
     uncovered: Uncovered = Uncovered.drop
     uncovered_weight: float = 0.1

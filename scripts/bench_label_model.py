@@ -39,7 +39,12 @@ from mtl.prepare import load_task_splits  # noqa: E402
 from mtl.task import Task  # noqa: E402
 from mtl.weak import load_lfs  # noqa: E402
 from mtl.weak.apply import apply_lfs  # noqa: E402
-from mtl.weak.label_model import LabelModel, MajorityVote, select_label_model  # noqa: E402
+from mtl.weak.label_model import (  # noqa: E402
+    LabelModel,
+    MajorityVote,
+    fit_or_majority_vote,
+    select_label_model,
+)
 
 DATA = ROOT.parent / "shared" / "data" / "wrench"
 SETS = {"youtube": (2, "accuracy"), "sms": (2, "f1"), "trec": (6, "accuracy")}
@@ -97,8 +102,12 @@ def snorkel_models(k: int, y_dev: np.ndarray) -> dict[str, Callable[[np.ndarray]
 def ours(k: int, metric: str, L_dev: np.ndarray, y_dev: np.ndarray) -> dict[str, Callable[[np.ndarray], Any]]:
     return {
         "mtl majority_vote": lambda L: MajorityVote(k).fit(L),
-        "mtl dawid_skene (abstain_as_vote, uniform)": lambda L: LabelModel(k, True, "uniform").fit(L),
-        "mtl dawid_skene (missing-at-random, uniform)": lambda L: LabelModel(k, False, "uniform").fit(L),
+        "mtl dawid_skene (abstain_as_vote, uniform: the named default before 2026-12)": lambda L: LabelModel(
+            k, True, "uniform"
+        ).fit(L),
+        "mtl dawid_skene (named default: missing-at-random, uniform, degenerate fits -> majority vote)": (
+            lambda L: fit_or_majority_vote(LabelModel(k), L)[0]
+        ),
         "mtl auto (variant picked on dev)": lambda L: select_label_model(L, L_dev, y_dev, k, metric)[0],
     }
 

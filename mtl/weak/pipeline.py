@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -36,10 +37,14 @@ from mtl.weak.label_model import (
     LabelModelProtocol,
     MajorityVote,
     apply_temperature,
+    fit_or_majority_vote,
     fit_temperature,
     load_label_model,
+    log_loss,
     select_label_model,
 )
+
+log = logging.getLogger("mtl.weak")
 
 
 @dataclass
@@ -100,12 +105,12 @@ def _key(task: Task, dsd: datasets.DatasetDict) -> str:
         "metric": cfg.metric,
         "data": [dsd[s]._fingerprint for s in ("train", "dev", "test")],
         "lfs": lf_hash,
-        "v": 2,  # 2: probabilities temperature-calibrated on dev
+        "v": 3,  # 2: probabilities temperature-calibrated on dev; 3: degenerate-fit fallback, tie-breaks
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_label_model(cfg: WeakConfig, cardinality: int) -> LabelModelProtocol:
+def build_label_model(cfg: WeakConfig, cardinality: int) -> MajorityVote | LabelModel:
     """The label model ``weak.label_model`` names (not ``auto``, which ``select_label_model`` resolves)."""
     if cfg.label_model == LabelModelChoice.majority_vote:
         return MajorityVote(cardinality)
@@ -129,13 +134,14 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
     L, names, failures = _matrices(task, dsd)
     gold = {s: np.asarray(dsd[s]["label"]) for s in ("train", "dev", "test")}
     analysis = lf_summary(L["dev"], names, gold["dev"])
-    model, selection = _fit_label_model(task, L, gold["dev"])
+    model, selection, fallback = _fit_label_model(task, L, gold["dev"])
     probs, calibration = _training_probs(task, model, L, gold["dev"])
     summary: dict[str, Any] = {
         "task": task.name,
         "lf_names": names,
         "label_model": selection[0]["label_model"] if selection else task.config.weak.label_model,
         "selection": selection,
+        "fallback": fallback,
         "uncovered_policy": task.config.weak.uncovered,
         "calibration": calibration,
         "lf_failures": failures,
@@ -158,15 +164,20 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
 
 def _fit_label_model(
     task: Task, L: dict[str, np.ndarray], dev_gold: np.ndarray
-) -> tuple[LabelModelProtocol, list[dict[str, Any]]]:
-    """The label model ``weak.label_model`` names, fit on L_train (``auto``: the candidates' selection on
-    dev gold, one row each, best first; empty otherwise)."""
+) -> tuple[LabelModelProtocol, list[dict[str, Any]], str | None]:
+    """The label model ``weak.label_model`` names, fit on L_train, with the candidates' selection on dev
+    gold for ``auto`` (one row each, best first; empty otherwise) and, for ``dawid_skene``, why it fell
+    back to majority vote (None: it did not; ``fit_or_majority_vote``)."""
     w, k = task.config.weak, task.num_classes
     if w.label_model == LabelModelChoice.auto:
-        return select_label_model(L["train"], L["dev"], dev_gold, k, task.metric.value)
+        return (*select_label_model(L["train"], L["dev"], dev_gold, k, task.metric.value), None)
     model = build_label_model(w, k)
-    model.fit(L["train"], dev_labels=dev_gold)
-    return model, []
+    if isinstance(model, LabelModel):
+        fitted, fallback = fit_or_majority_vote(model, L["train"], dev_gold)
+        if fallback:
+            log.warning("task %s: weak.label_model dawid_skene: %s", task.name, fallback)
+        return fitted, [], fallback
+    return model.fit(L["train"], dev_labels=dev_gold), [], None
 
 
 def _training_probs(
@@ -187,8 +198,8 @@ def _training_probs(
         calibrated = apply_temperature(probs[covered], t)
         calibration = {
             "temperature": t,
-            "dev_nll_before": _nll(p_dev, dev_gold[dev_cov]),
-            "dev_nll_after": _nll(apply_temperature(p_dev, t), dev_gold[dev_cov]),
+            "dev_nll_before": log_loss(p_dev, dev_gold[dev_cov]),
+            "dev_nll_after": log_loss(apply_temperature(p_dev, t), dev_gold[dev_cov]),
             "train_confidence_before": _confidence(probs[covered]),
             "train_confidence_after": _confidence(calibrated),
         }
@@ -221,13 +232,6 @@ def _split_summary(task: Task, model: LabelModelProtocol, L: np.ndarray, gold: n
 def _confidence(probs: np.ndarray) -> float:
     """Mean probability of each row's most likely class (nan for no rows)."""
     return float(probs.max(1).mean()) if len(probs) else float("nan")
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-6) -> float:
-    """Mean negative log-likelihood of ``labels`` (nan for no rows)."""
-    if len(labels) == 0:
-        return float("nan")
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)).mean())
 
 
 def load_label_probs(task: str, path: str | Path, n_train: int, k: int) -> np.ndarray:

@@ -31,6 +31,12 @@ from mtl.weak import (
     select_label_model,
     to_sparse,
 )
+from mtl.weak.label_model import (
+    LabelModelProtocol,
+    fit_or_majority_vote,
+    log_loss,
+    unanimous_agreement,
+)
 
 CALLS = {"n": 0}
 
@@ -249,18 +255,73 @@ def test_select_label_model_uses_dev_only_to_choose() -> None:
     assert best == pytest.approx(rows[0]["dev_accuracy"])
 
 
-def test_checkpoint_lf_votes_a_heads_predictions(tiny_encoder_dir: Path, tmp_path: Path) -> None:
-    from mtl.checkpoint import save_checkpoint
-    from mtl.config import EncoderConfig, SourceConfig, TaskConfig
-    from mtl.model import ClassificationHead, MultitaskModel, build_encoder
-    from mtl.weak import checkpoint_lf
+def test_exact_ties_on_dev_go_to_the_lower_dev_log_loss() -> None:
+    """Three candidates, majority vote (first in the list) among them, score a perfect dev accuracy; the
+    one whose probabilities fit dev best wins, not the first listed."""
+    L, _ = _synthetic(1500, seed=2)
+    L_dev = np.array([[0, 0, 1, -1, -1], [1, 1, 0, -1, -1], [0, -1, 0, 1, -1]] * 20, dtype=np.int16)
+    y_dev = np.array([0, 1, 0] * 20)
+    model, rows = select_label_model(L, L_dev, y_dev, 2, "accuracy")
+    tied = [r for r in rows if r["dev_accuracy"] == 1.0]
+    assert len(tied) >= 2 and "majority_vote" in {r["label_model"] for r in tied}
+    assert rows[0] is tied[0] and rows[0]["dev_log_loss"] == min(r["dev_log_loss"] for r in tied)
+    assert rows[0]["label_model"] != "majority_vote"
+    assert log_loss(model.predict_proba(L_dev), y_dev) == pytest.approx(rows[0]["dev_log_loss"])
 
-    enc, tok = build_encoder(EncoderConfig(name_or_path=str(tiny_encoder_dir)))
-    model = MultitaskModel(enc, {"spam": ClassificationHead(32, 2)})
-    task = TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="csv", path="x.csv"))
-    save_checkpoint(tmp_path / "ck", model, tok, {"spam": task}, max_length=16)
-    votes = apply_lfs(_ds(TEXTS[:6]), [checkpoint_lf("ck", tmp_path / "ck", "spam")], 2).L[:, 0]
-    model.tokenizer = tok
-    assert votes.tolist() == model.predict(TEXTS[:6])["spam"].argmax(-1).tolist()  # the head's argmax
-    never = apply_lfs(_ds(TEXTS[:6]), [checkpoint_lf("ck", tmp_path / "ck", "spam", min_confidence=1.01)], 2)
-    assert (never.L == ABSTAIN).all()
+
+def _many_lfs_few_votes(seed: int, n: int = 3000, m: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """Six classes, 160 one-class LFs spread unevenly over them (45% vote class 0), each firing on about 1%
+    of rows with a precision of 0.55-0.9: about 2 votes a row (the regime of WRENCH trec's 68 LFs)."""
+    rng = np.random.default_rng(seed)
+    prior = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    y = rng.choice(6, n, p=prior)
+    lf_class = rng.choice(6, m, p=[0.45, 0.1, 0.15, 0.05, 0.2, 0.05])
+    L = np.full((n, m), ABSTAIN, dtype=np.int16)
+    for j, c in enumerate(lf_class):
+        rate, precision = rng.uniform(0.2, 1.8) * 2 * 6 / m, rng.uniform(0.55, 0.9)
+        other = rate * prior[c] / (1 - prior[c]) * (1 - precision) / precision
+        L[rng.random(n) < np.where(y == c, rate, other), j] = c
+    return L, y
+
+
+def _four_lfs_sparse(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes (25% positive), four one-class LFs covering about 25% of the rows."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(int)
+    L = np.full((n, 4), ABSTAIN, dtype=np.int16)
+    for j, (c, rate, precision) in enumerate([(1, 0.5, 0.85), (1, 0.2, 0.7), (0, 0.05, 0.9), (1, 0.15, 0.6)]):
+        pc = float((y == c).mean())
+        other = rate * pc / (1 - pc) * (1 - precision) / precision
+        L[rng.random(n) < np.where(y == c, rate, other), j] = c
+    return L, y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_named_default_never_collapses_with_many_lfs_and_few_votes(seed: int) -> None:
+    """The regime of WRENCH trec: both Dawid-Skene fits degenerate (the abstains-as-votes model, the
+    named default before; and classic Dawid-Skene); the named default sees it and keeps majority vote."""
+    L, y = _many_lfs_few_votes(seed)
+    cov = (L != ABSTAIN).any(1)
+
+    def f1(model: LabelModelProtocol) -> float:
+        return compute_metrics(model.predict(L)[cov], y[cov], 6)["macro_f1"]
+
+    mv = f1(MajorityVote(6).fit(L))
+    for degenerate in (LabelModel(6, abstain_as_vote=True), LabelModel(6)):
+        assert f1(degenerate.fit(L)) < mv - 0.2  # a real trap...
+        assert unanimous_agreement(degenerate, L) < 0.9
+    model, reason = fit_or_majority_vote(LabelModel(6), L)
+    assert isinstance(model, MajorityVote) and reason is not None and "unanimously voted rows" in reason
+    assert f1(model) == mv  # ...that the named default stays out of
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_named_default_keeps_the_labels_with_four_sparse_lfs(seed: int) -> None:
+    L, y = _four_lfs_sparse(seed)
+    cov = (L != ABSTAIN).any(1)
+    assert 0.2 < cov.mean() < 0.35
+    model, reason = fit_or_majority_vote(LabelModel(2), L)
+    assert isinstance(model, LabelModel) and reason is None  # a sane fit is kept
+    mv, lm = MajorityVote(2).predict(L)[cov], model.predict(L)[cov]
+    assert (lm == mv).mean() > 0.95  # no flip: the votes' classes are kept
+    assert compute_metrics(lm, y[cov], 2)["accuracy"] >= compute_metrics(mv, y[cov], 2)["accuracy"] - 0.01

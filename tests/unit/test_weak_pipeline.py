@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,11 @@ def test_weak_labels_from_lfs_file_and_published_votes(spam_folder: Path, tmp_pa
     again = weak_label(Task("spam", cfg), dsd, tmp_path / "cache")  # read from the cache
     assert again.folder == wl.folder
     np.testing.assert_array_equal(again.train_probs, wl.train_probs)
+    named = weak_label(
+        Task("spam", _task(spam_folder, tmp_path, label_model="dawid_skene")), dsd, tmp_path / "c2"
+    )
+    assert named.summary["label_model"] == "dawid_skene" and named.summary["fallback"] is None  # a sane fit
+    assert json.loads((named.folder / "label_model.json").read_text())["type"] == "LabelModel"
 
 
 def test_uncovered_rows_dropped_or_kept_at_low_weight(spam_folder: Path, tmp_path: Path) -> None:
