@@ -8,7 +8,11 @@ extra overrides (a frozen encoder, weak labels), and label budgets. ``expand`` t
 * a cell records its resolved config, seed, data sizes, label sources and library versions with its
   metrics in ``cell.json``; a finished cell is reused unless ``force``; a cell that fails is recorded
   as failed (with the error) and shown as failed in the table, never dropped;
-* pretraining runs are shared by the setups and seeds that need them (``<output_dir>/pretrain/``).
+* pretraining runs are shared by the setups and seeds that need them (``<output_dir>/pretrain/``);
+* a setup with ``dev_folds: K`` is the gold-labels-only baseline of weak supervision: K cells per seed
+  (``.../seed<s>/fold<f>``), each training on the dev split's gold rows outside one fold and selecting
+  its checkpoint on that fold (``split.dev_folds``); a seed scores the mean of its K models' test
+  metrics.
 
 ``summarise`` writes ``results.md`` and ``results.csv`` (per setup and task: mean, std and n of the
 test metric over seeds, and the mean over the setup's tasks) and ``plots`` draws ``setups.png`` and,
@@ -58,6 +62,7 @@ class Cell:
     folder: Path
     pretrain: Cell | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    fold: int | None = None
 
     @property
     def key(self) -> str:
@@ -100,6 +105,11 @@ def validate(spec: BenchSpec, known_tasks: Sequence[str]) -> None:
             )
         if any(b is not None and b < 1 for b in s.budgets or []):
             raise MtlError(f"bench {spec.name!r}, setup {name!r}: budgets must be >= 1 (or null: all rows)")
+        if s.dev_folds and (s.dev_folds < 2 or s.budgets or s.labels == "weak"):
+            raise MtlError(
+                f"bench {spec.name!r}, setup {name!r}: dev_folds cross-fits on the dev split's gold labels: "
+                f"it needs at least 2 folds and no budgets or weak labels, got dev_folds={s.dev_folds}"
+            )
 
 
 def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[Cell]:
@@ -123,15 +133,25 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
                 pre = pretrained[key]
             for budget in s.budgets or [None]:
                 for tasks in [[t] for t in s.tasks] if s.single else [list(s.tasks)]:
-                    folder = out / "cells" / name / ("all" if budget is None else str(budget)) / f"seed{seed}"
-                    folder = folder / tasks[0] if s.single else folder
-                    ov = [*common, f"tasks=[{','.join(tasks)}]", f"seed={seed}", f"output_dir={folder}"]
-                    ov += [f"tasks.{t}.labels={s.labels}" for t in tasks if s.labels]
-                    ov += [f"++tasks.{t}.split.max_rows.train={budget}" for t in tasks if budget is not None]
-                    ov += [f"init_from={pre.folder / 'checkpoint'}"] if pre else []
-                    ov += list(s.overrides)
-                    ov += [f"tasks.{t}.{o}" for t in tasks for o in s.task_overrides]
-                    cells.append(Cell(name, seed, budget, tasks, merge_overrides(ov, tasks), folder, pre))
+                    for fold in range(s.dev_folds) if s.dev_folds else [None]:
+                        folder = (
+                            out / "cells" / name / ("all" if budget is None else str(budget)) / f"seed{seed}"
+                        )
+                        folder = folder / tasks[0] if s.single else folder
+                        folder = folder if fold is None else folder / f"fold{fold}"
+                        ov = [*common, f"tasks=[{','.join(tasks)}]", f"seed={seed}", f"output_dir={folder}"]
+                        ov += [f"tasks.{t}.labels={s.labels}" for t in tasks if s.labels]
+                        ov += [
+                            f"++tasks.{t}.split.max_rows.train={budget}" for t in tasks if budget is not None
+                        ]
+                        ov += [f"init_from={pre.folder / 'checkpoint'}"] if pre else []
+                        ov += [f"tasks.{t}.labels=gold" for t in tasks if fold is not None]
+                        ov += [f"tasks.{t}.split.dev_folds={s.dev_folds}" for t in tasks if fold is not None]
+                        ov += [f"tasks.{t}.split.dev_fold={fold}" for t in tasks if fold is not None]
+                        ov += list(s.overrides)
+                        ov += [f"tasks.{t}.{o}" for t in tasks for o in s.task_overrides]
+                        ov = merge_overrides(ov, tasks)
+                        cells.append(Cell(name, seed, budget, tasks, ov, folder, pre, fold=fold))
     return cells
 
 
@@ -199,14 +219,21 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
     for name, s in spec.setups.items():
         for budget in s.budgets or [None]:
             mine = [c for c in cells if c.setup == name and c.budget == budget]
-            per_seed: dict[int, dict[str, float]] = {}
+            # a cross-fitted setup's seed scores the mean over its folds' models, all folds or none
+            folds: dict[int, dict[str, list[float]]] = {}
             failed: dict[str, list[str]] = {}
             for c in mine:
                 for t in c.tasks:
                     if c.result.get("status") == "ok":
-                        per_seed.setdefault(c.seed, {})[t] = float(c.result["metrics"]["test"][t]["metric"])
+                        score = float(c.result["metrics"]["test"][t]["metric"])
+                        folds.setdefault(c.seed, {}).setdefault(t, []).append(score)
                     else:
-                        failed.setdefault(t, []).append(f"seed {c.seed}: {c.result.get('error', '?')}")
+                        where = f"seed {c.seed}" + ("" if c.fold is None else f" fold {c.fold}")
+                        failed.setdefault(t, []).append(f"{where}: {c.result.get('error', '?')}")
+            per_seed = {
+                seed: {t: statistics.mean(v) for t, v in by_task.items() if len(v) == max(s.dev_folds, 1)}
+                for seed, by_task in folds.items()
+            }
             for t in s.tasks:
                 vals = [m[t] for m in per_seed.values() if t in m]
                 rows.append(

@@ -224,6 +224,11 @@ class SplitConfig:
         max_rows: split name to a cap on its rows, for sizing runs; ``null`` lifts a cap set elsewhere.
             A capped dev or test split is the same random subset for every seed (drawn with ``salt``);
             a capped train split is a subset drawn with the run's seed.
+        dev_folds: cross-fitting on the dev split's gold labels, the honest "gold labels only" baseline
+            of weak supervision (0: off). The dev rows (after caps) are hashed into ``dev_folds`` folds:
+            the run trains on the rows outside fold ``dev_fold`` and selects its checkpoint on the rows
+            in it; test is unchanged and the train split is not used. Needs ``labels: gold``.
+        dev_fold: the fold held out for selection, 0 .. ``dev_folds`` - 1.
     """
 
     dev: float = 0.1
@@ -231,6 +236,8 @@ class SplitConfig:
     salt: str = "mtl"
     dedup: bool = True
     max_rows: dict[str, int | None] = field(default_factory=dict)
+    dev_folds: int = 0
+    dev_fold: int = 0
 
 
 @dataclass
@@ -498,6 +505,10 @@ class SetupConfig:
         task_overrides: overrides of every task of the setup, without the ``tasks.<name>.`` prefix (e.g.
             ``head.type=slice_aware`` sets ``tasks.<t>.head.type`` for each task ``t``).
         budgets: train-row caps for a label-budget curve, one cell each (null in the list: all rows).
+        dev_folds: K >= 2 makes the setup the gold-labels-only baseline of weak supervision: it trains
+            on the gold labels of the dev split (the labels a weak pipeline uses for selection),
+            cross-fitted over K folds so that no model selects on a row it trained on; a seed scores the
+            mean test metric of its K models (``split.dev_folds``). 0: off.
     """
 
     tasks: list[str] = MISSING
@@ -507,6 +518,7 @@ class SetupConfig:
     overrides: list[str] = field(default_factory=list)
     task_overrides: list[str] = field(default_factory=list)
     budgets: list[int | None] | None = None
+    dev_folds: int = 0
 
 
 @dataclass

@@ -97,7 +97,40 @@ def make_splits(
     unknown = set(cfg.max_rows) - set(SPLITS)
     if unknown:
         raise DataError(f"task {task!r}: split.max_rows has unknown split(s) {sorted(unknown)}")
-    return splits
+    return cross_fit(task, splits, cfg) if cfg.dev_folds else splits
+
+
+def cross_fit(task: str, splits: dict[str, list[RawRow]], cfg: SplitConfig) -> dict[str, list[RawRow]]:
+    """One fold of the dev split's gold rows (``split.dev_folds`` > 0): ``train`` is the dev rows outside
+    fold ``split.dev_fold``, ``dev`` the rows in it, ``test`` is unchanged and the original train split is
+    not used. A row's fold is a hash of its normalised text (duplicates share a fold), so over the folds
+    every dev row is selected on exactly once and never by a model that trained on it.
+
+    Example:
+        >>> rows = {"train": [RawRow("t", 0, "f", 1, {})], "test": [RawRow("x", 1, "f", 2, {})],
+        ...         "dev": [RawRow(f"dev row {i}", i % 2, "f", i, {}) for i in range(20)]}
+        >>> folds = [cross_fit("t", rows, SplitConfig(dev_folds=4, dev_fold=f)) for f in range(4)]
+        >>> sorted(r.line for f in folds for r in f["dev"]) == list(range(20))  # each dev row once
+        True
+        >>> any({r.line for r in f["dev"]} & {r.line for r in f["train"]} for f in folds)
+        False
+    """
+    k, fold = cfg.dev_folds, cfg.dev_fold
+    if k < 2 or not 0 <= fold < k:
+        raise DataError(
+            f"task {task!r}: split.dev_folds must be >= 2 and split.dev_fold in 0..dev_folds-1, "
+            f"got dev_folds={k}, dev_fold={fold}"
+        )
+    dev = splits["dev"]
+    of = [int(_hash_unit(normalise_text(r.text), f"{cfg.salt}-fold") * k) for r in dev]
+    held = [r for r, f in zip(dev, of, strict=True) if f == fold]
+    rest = [r for r, f in zip(dev, of, strict=True) if f != fold]
+    if not held or not rest:
+        raise DataError(
+            f"task {task!r}: split.dev_folds={k}: fold {fold} holds {len(held)} of the {len(dev)} dev rows, "
+            f"leaving {'nothing to select on' if not held else 'nothing to train on'}; use fewer folds"
+        )
+    return {"train": rest, "dev": held, "test": splits["test"]}
 
 
 def label_index(task: str, label_names: list[str], label_map: dict[str, str]) -> Callable[[RawRow], int]:

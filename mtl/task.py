@@ -119,6 +119,11 @@ def validate_task(task: str, cfg: TaskConfig) -> None:
         raise DataError(f"task {task!r}: head.type {cfg.head.type!r} needs slicing functions (set `slices`)")
     if not 0 <= cfg.head.dropout < 1 or cfg.head.hidden_size < 0:
         raise DataError(f"task {task!r}: head.dropout must be in [0, 1) and head.hidden_size >= 0")
+    if cfg.split.dev_folds and cfg.labels != "gold":
+        raise DataError(
+            f"task {task!r}: split.dev_folds trains on the dev split's gold labels; it needs labels=gold, "
+            f"got labels={cfg.labels!r}"
+        )
     if not 0 < cfg.weak.uncovered_weight <= 1:
         raise MtlError(
             f"task {task!r}: weak.uncovered_weight must be in (0, 1], got {cfg.weak.uncovered_weight}"

@@ -131,3 +131,66 @@ def test_cells_run_reuse_fail_and_summarise(tmp_path: Path) -> None:
     assert f"Compute: {len(cells)} cells and 2 pretraining runs, {minutes:.1f} min of wall time in all" in md
     csv = (tmp_path / "results.csv").read_text().splitlines()
     assert csv[0] == "setup,budget,task,mean,std,n,failed" and "curve,10,b,0.6,0.0,1,1" in csv
+
+
+def test_task_overrides_and_the_slice_report(tmp_path: Path) -> None:
+    spec = BenchSpec(
+        name="sl",
+        seeds=[0, 1],
+        slice_report=True,
+        min_slice_n=20,
+        setups={
+            "plain": SetupConfig(tasks=["a"]),
+            "aware": SetupConfig(tasks=["a"], task_overrides=["head.type=x"]),
+        },
+    )
+    cells = expand(spec, "full", tmp_path, [])
+    assert "tasks.a.head.type=x" in next(c for c in cells if c.setup == "aware").overrides
+
+    def runner(ov: list[str]) -> dict[str, Any]:
+        up = 0.1 if "tasks.a.head.type=x" in ov else 0.0
+        seed = int(next(o for o in ov if o.startswith("seed="))[5:])
+        slices = {
+            "big": {"n": 50, "metric": 0.5 + up + 0.02 * seed, "accuracy": 0.0},
+            "small": {"n": 10, "metric": 0.1, "accuracy": 0.0},  # under min_slice_n: not critical
+            "hard": {"n": 30, "metric": 0.3 + up, "accuracy": 0.0},
+        }
+        return {"metrics": {"test": {"a": {"metric": 0.7, "metric_name": "accuracy", "slices": slices}}}}
+
+    for cell in cells:
+        run_cell(cell, runner, force=False, keep_checkpoint=False)
+    summarise(spec, cells, tmp_path)
+    md = (tmp_path / "results.md").read_text().split("## Slices", 1)[1]
+    assert "| plain | 2 | 0.4050 ± 0.0071 (n=2) | a/hard (n=30) | 0.3000 ± 0.0000 |" in md
+    assert "| aware | 2 | 0.5050 ± 0.0071 (n=2) | a/hard (n=30) | 0.4000 ± 0.0000 |" in md
+    assert "| a/big (50) | 0.5100 | 0.6100 |" in md and "small" not in md
+
+
+def test_cross_fitted_gold_dev_setup(tmp_path: Path) -> None:
+    spec = BenchSpec(name="cf", seeds=[0, 1], setups={"gold_dev_only": SetupConfig(tasks=["a"], dev_folds=3)})
+    validate(spec, ["a"])
+    cells = expand(spec, "full", tmp_path, [])
+    assert [(c.seed, c.fold) for c in cells] == [(s, f) for s in (0, 1) for f in range(3)]
+    assert cells[4].folder == tmp_path / "cells" / "gold_dev_only" / "all" / "seed1" / "fold1"
+    assert {"tasks.a.labels=gold", "tasks.a.split.dev_folds=3", "tasks.a.split.dev_fold=1"} <= set(
+        cells[4].overrides
+    )
+
+    def runner(ov: list[str]) -> dict[str, Any]:
+        seed, fold = (
+            int(next(o for o in ov if o.startswith(k))[len(k) :])
+            for k in ("seed=", "tasks.a.split.dev_fold=")
+        )
+        if (seed, fold) == (1, 2):
+            raise RuntimeError("fold 2 broke")
+        return {"metrics": {"test": {"a": {"metric": 0.5 + 0.1 * fold}}}}
+
+    for cell in cells:
+        run_cell(cell, runner, force=False, keep_checkpoint=False)
+    rows = summarise(spec, cells, tmp_path)
+    a = next(r for r in rows if r["task"] == "a")
+    assert a["mean"] == pytest.approx(0.6) and a["n"] == 1  # seed 0: mean of its 3 folds; seed 1 incomplete
+    assert a["failed"] == ["seed 1 fold 2: RuntimeError: fold 2 broke"]
+    for bad in (SetupConfig(tasks=["a"], dev_folds=1), SetupConfig(tasks=["a"], dev_folds=3, budgets=[10])):
+        with pytest.raises(MtlError, match="dev_folds cross-fits on the dev split's gold labels"):
+            validate(BenchSpec(name="cf", setups={"s": bad}), ["a"])
