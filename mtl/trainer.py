@@ -5,6 +5,10 @@ task's head (weighted by the task's ``loss_weight``) is back-propagated through 
 Dev metrics are computed every epoch (or every N steps); the checkpoint with the best mean dev metric
 is kept and reloaded at the end, and training stops early after ``early_stopping_patience`` evaluations
 without improvement.
+
+``Trainer.fit`` reads top to bottom in named steps: ``_start`` (optimizer, loaders, schedule, resumed
+state), then per micro-batch of ``_schedule`` a ``_train_step``, ``_evaluate_select_save`` where an
+evaluation is due, ``_save_resumable`` where the state is; ``_finish`` reloads the best weights.
 """
 
 from __future__ import annotations
