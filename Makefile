@@ -7,7 +7,7 @@ STAMP := $(VENV)/.mtl-installed
 .PHONY: help setup demo spam label test test-fast lint format bench-label bench-slices bench-perf clean
 
 help:  ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install mtl with its dependencies
 
-demo: $(STAMP)  ## train and test the default experiment (six tweet domains, MiniLM)
+demo: $(STAMP)  ## train the default experiment (six tweet domains, weak labels, MiniLM) and score its test split
 	$(BIN)/mtl-train experiment=tweets
 
 spam: $(STAMP)  ## train the WRENCH spam pair (youtube + sms, MiniLM; needs ../shared/data)
