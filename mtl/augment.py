@@ -28,7 +28,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from mtl.config import AugmentConfig, AugmentPolicy
+from mtl.config import AugmentConfig, AugmentPolicy, parse_choice
 from mtl.slicing import SlicingFunction
 from mtl.types import MtlError
 from mtl.userload import load_list
@@ -109,7 +109,11 @@ class Policy:
         n_tfs: int = 1,
         probabilities: Sequence[float] = (),
     ) -> None:
-        self.tfs, self.kind, self.n_tfs = list(tfs), AugmentPolicy(kind), n_tfs
+        self.tfs, self.kind, self.n_tfs = (
+            list(tfs),
+            parse_choice(AugmentPolicy, kind, "augment.policy"),
+            n_tfs,
+        )
         self.probabilities = list(probabilities)
         if not self.tfs:
             raise MtlError("an augmentation policy needs at least one transformation function")

@@ -145,9 +145,10 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
                             f"++tasks.{t}.split.max_rows.train={budget}" for t in tasks if budget is not None
                         ]
                         ov += [f"init_from={pre.folder / 'checkpoint'}"] if pre else []
-                        ov += [f"tasks.{t}.labels=gold" for t in tasks if fold is not None]
-                        ov += [f"tasks.{t}.split.dev_folds={s.dev_folds}" for t in tasks if fold is not None]
-                        ov += [f"tasks.{t}.split.dev_fold={fold}" for t in tasks if fold is not None]
+                        if fold is not None:  # gold labels of the dev rows outside the fold
+                            for t in tasks:
+                                ov += [f"tasks.{t}.labels=gold", f"tasks.{t}.split.dev_folds={s.dev_folds}"]
+                                ov += [f"tasks.{t}.split.dev_fold={fold}"]
                         ov += list(s.overrides)
                         ov += [f"tasks.{t}.{o}" for t in tasks for o in s.task_overrides]
                         ov = merge_overrides(ov, tasks)
@@ -279,9 +280,10 @@ def slice_report(spec: BenchSpec, cells: list[Cell]) -> str:
             for task, m in c.result["metrics"]["test"].items():
                 for sl, sm in m.get("slices", {}).items():
                     if sm["n"] >= spec.min_slice_n:
-                        scores.setdefault(name, {}).setdefault(f"{task}/{sl}", []).append(_slice_score(m, sm))
+                        score = _slice_score(m, sm)
+                        scores.setdefault(name, {}).setdefault(f"{task}/{sl}", []).append(score)
                         sizes[f"{task}/{sl}"] = int(sm["n"])
-                        by_seed.setdefault(c.seed, []).append(_slice_score(m, sm))
+                        by_seed.setdefault(c.seed, []).append(score)
         per_seed_mean[name] = [statistics.mean(v) for v in by_seed.values()]
     if not scores:
         return f"No slice with at least {spec.min_slice_n} test rows."

@@ -563,6 +563,22 @@ class BenchConfig:
     output_dir: str = MISSING
 
 
+E = typing.TypeVar("E", bound=StrEnum)
+
+
+def parse_choice(enum: type[E], value: Any, key: str) -> E:
+    """``value`` as a member of ``enum``, or an error naming ``key`` and the choices. Composed configs are
+    checked by Hydra at compose time; this is the same check for values given in Python.
+
+    Example:
+        >>> parse_choice(Pooling, "cls", "encoder.pooling")
+        <Pooling.cls: 'cls'>
+    """
+    if value not in set(enum):
+        raise MtlError(f"{key} {value!r} is not one of {[c.value for c in enum]}")
+    return enum(value)
+
+
 def check_choices(obj: Any, where: str) -> None:
     """Check every enum-typed field of a config dataclass (and of the dataclasses inside it) holds one of
     its choices: configs built in code get the check that Hydra makes at compose time. The error names
@@ -572,8 +588,8 @@ def check_choices(obj: Any, where: str) -> None:
         value, kind = getattr(obj, f.name), hints[f.name]
         types = (kind, *typing.get_args(kind))  # an optional enum is ``Enum | None``
         enum = next((t for t in types if isinstance(t, type) and issubclass(t, StrEnum)), None)
-        if enum is not None and value is not None and value not in set(enum):
-            raise MtlError(f"{where}{f.name} {value!r} is not one of {[c.value for c in enum]}")
+        if enum is not None and value is not None:
+            parse_choice(enum, value, f"{where}{f.name}")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_choices(value, f"{where}{f.name}.")
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtl.config import HeadConfig, HeadType
+from mtl.config import HeadConfig, HeadType, parse_choice
 from mtl.types import ABSTAIN
 
 
@@ -191,9 +191,7 @@ TaskHead = ClassificationHead | SliceAwareHead
 
 def build_head(in_features: int, num_classes: int, cfg: HeadConfig, num_slices: int = 0) -> TaskHead:
     """The head a task's ``head`` config describes (``cfg.type``); slice heads need at least one slice."""
-    if cfg.type not in set(HeadType):  # composed configs are checked at compose time; user code here
-        raise ValueError(f"head.type must be one of {[t.value for t in HeadType]}, got {cfg.type!r}")
-    kind = HeadType(cfg.type)
+    kind = parse_choice(HeadType, cfg.type, "head.type")
     if kind == HeadType.plain:
         return ClassificationHead(in_features, num_classes, hidden_size=cfg.hidden_size, dropout=cfg.dropout)
     if num_slices < 1:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from mtl.config import EncoderConfig, Pooling, check_choices
+from mtl.config import EncoderConfig, Pooling, check_choices, parse_choice
 from mtl.heads import ClassificationHead, TaskHead, soft_cross_entropy
 
 _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -60,12 +60,7 @@ class MultitaskModel(nn.Module):
         self, encoder: PreTrainedModel, heads: Mapping[str, TaskHead], pooling: Pooling | str = Pooling.mean
     ) -> None:
         super().__init__()
-        try:
-            pooling = Pooling(pooling)
-        except ValueError:
-            raise ValueError(
-                f"pooling must be one of {[p.value for p in Pooling]}, got {pooling!r}"
-            ) from None
+        pooling = parse_choice(Pooling, pooling, "pooling")
         bad = [t for t in heads if "." in t or not t]
         if bad:
             raise ValueError(f"task names must be non-empty and contain no '.': {bad}")

@@ -10,14 +10,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mtl.config import Sampling
+from mtl.config import Sampling, parse_choice
 
 
 def task_weights(num_batches: Mapping[str, int], strategy: str, temperature: float = 1.0) -> dict[str, float]:
     """Sampling probability per task: ``proportional`` to its batches, ``temperature``-flattened
     (``n ** (1/T)``), or ``uniform``."""
-    if strategy not in set(Sampling):  # composed configs are checked at compose time; user code here
-        raise ValueError(f"trainer.sampling must be one of {[s.value for s in Sampling]}, got {strategy!r}")
+    parse_choice(Sampling, strategy, "trainer.sampling")
     if strategy == "temperature" and temperature <= 0:
         raise ValueError(f"trainer.temperature must be > 0, got {temperature}")
     n = np.array([max(0, v) for v in num_batches.values()], dtype=float)

@@ -36,9 +36,8 @@ def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def run_tasks(cfg: DictConfig) -> dict[str, Task]:
-    """The ``Task`` objects of a composed command config's ``tasks``, in selection order."""
-    if not cfg.tasks:
-        return resolve_tasks({})  # raises: no tasks selected
+    """The ``Task`` objects of a composed command config's ``tasks``, in selection order (an error
+    when none is selected)."""
     tasks = OmegaConf.to_object(cfg.tasks)  # resolves ${data_root} and friends against the root
     assert isinstance(tasks, dict)
     return resolve_tasks({str(name): task for name, task in tasks.items()})

@@ -21,7 +21,7 @@ from mtl.dist import release, state
 from mtl.evaluate import TaskMetrics, mean_metric, write_report
 from mtl.prepare import load_tasks
 from mtl.starting_model import starting_model
-from mtl.task import Task, resolve_tasks
+from mtl.task import Task
 from mtl.trainer import Trainer
 from mtl.types import MtlError
 
@@ -121,7 +121,7 @@ class OldTasks:
         self.data: dict[str, datasets.DatasetDict] = {}
         for name, cfg in configs.items():
             try:
-                task = resolve_tasks({name: cfg})[name]
+                task = Task(name, cfg)
                 self.data |= load_tasks(
                     {name: task}, trainer.tokenizer, trainer.max_length, cache_dir, seed, ["dev", "test"]
                 )

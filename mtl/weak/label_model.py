@@ -197,11 +197,7 @@ class LabelModel:
         if not self.abstain_as_vote:
             log_theta[:, k, :] = 0.0
         self.log_theta = log_theta
-        self._update_prior(q)
-
-    def _update_prior(self, q: np.ndarray) -> None:
         if isinstance(self.class_balance, str) and self.class_balance == "estimate":
-            k = self.cardinality
             prior = (q.sum(0) + 1.0) / (q.shape[0] + k)  # Dirichlet(2): keeps a rare class from vanishing
             self.log_prior = np.log(prior)
 
@@ -347,8 +343,8 @@ def select_label_model(
                 "iterations": getattr(model, "n_iter", 0),
             }
         )
-    order = list(models)  # sorted() is stable: equal keys keep the candidates' order
-    rows.sort(key=lambda r: (-_nan_low(r[f"dev_{metric}"]), r["dev_log_loss"], order.index(r["label_model"])))
+    # stable: rows that tie on both keys keep the candidates' order (the simpler model first)
+    rows.sort(key=lambda r: (-_nan_low(r[f"dev_{metric}"]), r["dev_log_loss"]))
     return models[rows[0]["label_model"]], rows
 
 
