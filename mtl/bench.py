@@ -12,7 +12,8 @@ extra overrides (a frozen encoder, weak labels), and label budgets. ``expand`` t
 * a setup with ``dev_folds: K`` is the gold-labels-only baseline of weak supervision: K cells per seed
   (``.../seed<s>/fold<f>``), each training on the dev split's gold rows outside one fold and selecting
   its checkpoint on that fold (``split.dev_folds``); a seed scores the mean of its K models' test
-  metrics.
+  metrics. With ``gold: mix`` or ``gold: finetune`` the cells are the weak pipeline with those gold rows
+  in training instead (``gold.mode``, ``mtl.config.GoldConfig``), over the same folds.
 
 ``summarise`` writes ``results.md`` and ``results.csv`` (per setup and task: mean, std and n of the
 test metric over seeds, and the mean over the setup's tasks) and ``plots`` draws ``setups.png`` and,
@@ -105,10 +106,17 @@ def validate(spec: BenchSpec, known_tasks: Sequence[str]) -> None:
             )
         if any(b is not None and b < 1 for b in s.budgets or []):
             raise MtlError(f"bench {spec.name!r}, setup {name!r}: budgets must be >= 1 (or null: all rows)")
-        if s.dev_folds and (s.dev_folds < 2 or s.budgets or s.labels == "weak"):
+        gold = s.gold != "none"
+        if s.dev_folds and (s.dev_folds < 2 or s.budgets or s.labels == ("gold" if gold else "weak")):
             raise MtlError(
                 f"bench {spec.name!r}, setup {name!r}: dev_folds cross-fits on the dev split's gold labels: "
-                f"it needs at least 2 folds and no budgets or weak labels, got dev_folds={s.dev_folds}"
+                "it needs at least 2 folds and no budgets, and weak labels only with gold (mix or "
+                f"finetune), got dev_folds={s.dev_folds}, labels={s.labels}, gold={s.gold}"
+            )
+        if gold and not s.dev_folds:
+            raise MtlError(
+                f"bench {spec.name!r}, setup {name!r}: gold={s.gold} trains on the dev split's gold labels, "
+                "cross-fitted: set dev_folds (e.g. 5)"
             )
 
 
@@ -145,7 +153,9 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
                             f"++tasks.{t}.split.max_rows.train={budget}" for t in tasks if budget is not None
                         ]
                         ov += [f"init_from={pre.folder / 'checkpoint'}"] if pre else []
-                        if fold is not None:  # gold labels of the dev rows outside the fold
+                        if fold is not None and s.gold != "none":  # weak labels + gold rows outside the fold
+                            ov += [f"gold.mode={s.gold}", f"gold.folds={s.dev_folds}", f"gold.fold={fold}"]
+                        elif fold is not None:  # the gold labels of the dev rows outside the fold alone
                             for t in tasks:
                                 ov += [f"tasks.{t}.labels=gold", f"tasks.{t}.split.dev_folds={s.dev_folds}"]
                                 ov += [f"tasks.{t}.split.dev_fold={fold}"]

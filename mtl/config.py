@@ -126,6 +126,15 @@ class LabelSource(StrEnum):
     weak = "weak"
 
 
+class GoldMode(StrEnum):
+    """``gold.mode``: how a run with weak labels also trains on the dev split's gold labels
+    (``GoldConfig``)."""
+
+    none = "none"
+    mix = "mix"
+    finetune = "finetune"
+
+
 class BenchSize(StrEnum):
     """``mtl-bench size``: ``full`` (the benchmark's own sizes) or ``quick`` (tiny encoder, a few steps)."""
 
@@ -224,10 +233,13 @@ class SplitConfig:
         max_rows: split name to a cap on its rows, for sizing runs; ``null`` lifts a cap set elsewhere.
             A capped dev or test split is the same random subset for every seed (drawn with ``salt``);
             a capped train split is a subset drawn with the run's seed.
-        dev_folds: cross-fitting on the dev split's gold labels, the honest "gold labels only" baseline
-            of weak supervision (0: off). The dev rows (after caps) are hashed into ``dev_folds`` folds:
-            the run trains on the rows outside fold ``dev_fold`` and selects its checkpoint on the rows
-            in it; test is unchanged and the train split is not used. Needs ``labels: gold``.
+        dev_folds: cross-fitting on the dev split's gold labels (0: off). The dev rows (after caps) are
+            hashed into ``dev_folds`` folds: the rows in fold ``dev_fold`` become the dev split (what the
+            run selects its checkpoint, and a weak task its label model, on), the rows outside it are
+            the run's gold training rows: with ``labels: gold`` they replace the train split (the honest
+            "gold labels only" baseline of weak supervision); with weak labels they are mixed into the
+            weak training rows at ``weak.gold_weight`` (0: unused; see ``GoldConfig``). Test is
+            unchanged.
         dev_fold: the fold held out for selection, 0 .. ``dev_folds`` - 1.
     """
 
@@ -282,6 +294,9 @@ class WeakConfig:
         calibrate: temperature-scale the label model's probabilities on the dev split's gold labels
             (covered rows) before training on them: the argmax and accuracy stay, the confidence
             becomes what dev supports (``mtl.weak.label_model.fit_temperature``).
+        gold_weight: with ``split.dev_folds``: the gold rows of the training folds join the weak
+            training rows, each with this loss weight (a weak row weighs at most 1); 0: they are not
+            used (``gold.mode=mix`` sets it for every weak task).
         num_proc: processes applying the LFs (and the task's slicing functions).
         fault_tolerant: an LF that raises on a row abstains there (counted per LF) instead of stopping;
             an SF that raises leaves the row out of its slice.
@@ -295,6 +310,7 @@ class WeakConfig:
     uncovered: Uncovered = Uncovered.drop
     uncovered_weight: float = 0.1
     calibrate: bool = True
+    gold_weight: float = 0.0
     num_proc: int = 1
     fault_tolerant: bool = False
 
@@ -430,11 +446,40 @@ class TrainerConfig:
 
 
 @dataclass
+class GoldConfig:
+    """Gold labels in training for a run with weak labels, cross-fitted over the dev split (``gold``).
+
+    The weak pipeline needs gold labels to pick and calibrate its label model and to select its
+    checkpoint: the dev split's. Here those labels are also trained on, honestly: the dev rows of every
+    task with ``labels: weak`` are hashed into ``folds`` folds; fold ``fold`` is the run's dev split
+    (label-model choice and calibration, checkpoint selection, the reported dev metric), the other folds
+    are its gold training rows. No row is both trained on and selected on; test is untouched. A
+    benchmark runs every fold (``dev_folds`` in a setup) and scores the mean of the fold models.
+
+    Attributes:
+        mode: ``none`` (weak labels only; dev is the whole dev split), ``mix`` (the gold rows join the
+            weak training rows, each with loss weight ``weight``) or ``finetune`` (train on the weak labels,
+            then go on training that model on the gold rows alone, with ``trainer`` overriding the
+            trainer's keys; the first stage's run is kept in ``<output_dir>/weak_stage``).
+        folds: number of dev folds (>= 2).
+        fold: the fold held out, 0 .. ``folds`` - 1.
+        weight: ``mix``: the loss weight of a gold row (a weak row weighs at most 1).
+        trainer: ``finetune``: trainer keys of the gold stage (e.g. ``{min_steps: 400, lr: ...}``).
+    """
+
+    mode: GoldMode = GoldMode.none
+    folds: int = 5
+    fold: int = 0
+    weight: float = 1.0
+    trainer: dict[str, Any] = field(default_factory=lambda: {"min_steps": 400, "eval_every_steps": 50})
+
+
+@dataclass
 class TrainConfig:
     """Root config of ``mtl-train``.
 
     ``init_from`` starts the run from an mtl checkpoint (its encoder and matching heads), an ``AutoModel``
-    folder or a Hub id (see ``mtl.transfer``); ``keep_old_heads`` carries the checkpoint's other heads
+    folder or a Hub id (see ``mtl.starting_model``); ``keep_old_heads`` carries the checkpoint's other heads
     along, untrained, and reports their metrics before and after. ``resume`` continues an interrupted
     run in ``output_dir`` from its saved state (``mtl.resume``).
     """
@@ -445,6 +490,7 @@ class TrainConfig:
     init_from: str | None = None
     keep_old_heads: bool = True
     resume: bool = False
+    gold: GoldConfig = field(default_factory=GoldConfig)
     seed: int = 42
     data_root: str = MISSING
     cache_dir: str = MISSING
@@ -508,7 +554,9 @@ class SetupConfig:
         dev_folds: K >= 2 makes the setup the gold-labels-only baseline of weak supervision: it trains
             on the gold labels of the dev split (the labels a weak pipeline uses for selection),
             cross-fitted over K folds so that no model selects on a row it trained on; a seed scores the
-            mean test metric of its K models (``split.dev_folds``). 0: off.
+            mean test metric of its K models (``split.dev_folds``). With ``gold``, the weak pipeline
+            with gold labels in training instead, over the same K folds (``GoldConfig``). 0: off.
+        gold: ``mix`` or ``finetune`` (``gold.mode`` of every cell; needs ``dev_folds``).
     """
 
     tasks: list[str] = MISSING
@@ -519,6 +567,7 @@ class SetupConfig:
     task_overrides: list[str] = field(default_factory=list)
     budgets: list[int | None] | None = None
     dev_folds: int = 0
+    gold: GoldMode = GoldMode.none
 
 
 @dataclass

@@ -101,10 +101,11 @@ def make_splits(
 
 
 def cross_fit(task: str, splits: dict[str, list[RawRow]], cfg: SplitConfig) -> dict[str, list[RawRow]]:
-    """One fold of the dev split's gold rows (``split.dev_folds`` > 0): ``train`` is the dev rows outside
-    fold ``split.dev_fold``, ``dev`` the rows in it, ``test`` is unchanged and the original train split is
-    not used. A row's fold is a hash of its normalised text (duplicates share a fold), so over the folds
-    every dev row is selected on exactly once and never by a model that trained on it.
+    """One fold of the dev split's gold rows (``split.dev_folds`` > 0): ``dev`` becomes the dev rows in
+    fold ``split.dev_fold`` and a fourth split, ``gold``, holds the dev rows outside it (the run's gold
+    training rows: see ``mtl.prepare.load_task_splits``); ``train`` and ``test`` are unchanged. A row's
+    fold is a hash of its normalised text (duplicates share a fold), so over the folds every dev row is
+    selected on exactly once and never by a model that trained on it.
 
     Example:
         >>> rows = {"train": [RawRow("t", 0, "f", 1, {})], "test": [RawRow("x", 1, "f", 2, {})],
@@ -112,7 +113,7 @@ def cross_fit(task: str, splits: dict[str, list[RawRow]], cfg: SplitConfig) -> d
         >>> folds = [cross_fit("t", rows, SplitConfig(dev_folds=4, dev_fold=f)) for f in range(4)]
         >>> sorted(r.line for f in folds for r in f["dev"]) == list(range(20))  # each dev row once
         True
-        >>> any({r.line for r in f["dev"]} & {r.line for r in f["train"]} for f in folds)
+        >>> any({r.line for r in f["dev"]} & {r.line for r in f["gold"]} for f in folds)
         False
     """
     k, fold = cfg.dev_folds, cfg.dev_fold
@@ -130,7 +131,7 @@ def cross_fit(task: str, splits: dict[str, list[RawRow]], cfg: SplitConfig) -> d
             f"task {task!r}: split.dev_folds={k}: fold {fold} holds {len(held)} of the {len(dev)} dev rows, "
             f"leaving {'nothing to select on' if not held else 'nothing to train on'}; use fewer folds"
         )
-    return {"train": rest, "dev": held, "test": splits["test"]}
+    return {"train": splits["train"], "dev": held, "test": splits["test"], "gold": rest}
 
 
 def label_index(task: str, label_names: list[str], label_map: dict[str, str]) -> Callable[[RawRow], int]:

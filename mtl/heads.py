@@ -41,11 +41,11 @@ def soft_cross_entropy(
 ) -> torch.Tensor:
     """Mean cross-entropy against hard labels (ints, ``ABSTAIN`` masked) or soft labels (probability rows).
 
-    A soft row is a distribution scaled by its weight: a row summing to w (0 < w <= 1) is the normalised
-    distribution counted with weight w (how uncovered rows are kept at low weight), a row of zeros is
-    masked like an abstain. ``row_weight`` multiplies each row's loss further (slice upweighting). The
-    mean is over unmasked rows. Returns 0 (with a gradient path) when every row in the batch is masked,
-    so a batch of abstains does not produce NaN.
+    A soft row is a distribution scaled by its weight: a row summing to w > 0 is the normalised
+    distribution counted with weight w (how uncovered rows are kept at low weight and gold rows mixed
+    in at a higher one), a row of zeros is masked like an abstain. ``row_weight`` multiplies each row's
+    loss further (slice upweighting). The mean is over unmasked rows. Returns 0 (with a gradient path)
+    when every row in the batch is masked, so a batch of abstains does not produce NaN.
     """
     logits = logits.float()
     if labels.dtype.is_floating_point:
@@ -56,7 +56,7 @@ def soft_cross_entropy(
         weight = labels.sum(-1)
         mask = weight > 0
         target = labels / weight.unsqueeze(-1).clamp(min=1e-12)
-        per_row = -(target * F.log_softmax(logits, -1)).sum(-1) * weight.clamp(max=1.0)
+        per_row = -(target * F.log_softmax(logits, -1)).sum(-1) * weight
     else:
         mask = labels != ABSTAIN
         per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")

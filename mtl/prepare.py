@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from mtl.augment import augment
 from mtl.config import AugmentMode, SourceConfig, SourceFormat
 from mtl.data import label_index, make_splits, tokenize
 from mtl.slicing import slice_matrix
-from mtl.sources import SPLITS, DataError, files_for, read_rows
+from mtl.sources import DataError, files_for, read_rows
 from mtl.task import Task
 from mtl.userload import resolve_path
 from mtl.weak.pipeline import attach_probs, load_label_probs, weak_label
@@ -43,7 +44,7 @@ from mtl.weak.pipeline import attach_probs, load_label_probs, weak_label
 log = logging.getLogger("mtl.prepare")
 
 # Bump when the prepared format changes so stale caches are not reused.
-_PREPARE_VERSION = "3"  # 3: capped dev/test subsets no longer depend on the seed
+_PREPARE_VERSION = "4"  # 4: a cross-fitted task keeps its train split and its fold's gold rows
 
 
 def _fingerprint(obj: Any) -> str:
@@ -62,7 +63,27 @@ def _source_stamp(task: str, src: SourceConfig) -> list[tuple[str, int, float]]:
 
 def load_task_splits(task: Task, cache_dir: str | Path, seed: int = 0) -> datasets.DatasetDict:
     """One task's ``train``, ``dev`` and ``test`` splits (columns ``text``, ``label``, and ``weak_labels``
-    when the source ships votes), read, label-encoded and split once, then read back from the cache."""
+    when the source ships votes), read, label-encoded and split once, then read back from the cache.
+
+    Cross-fitted (``split.dev_folds``), dev is the held-out fold and the other folds' gold rows are the
+    task's gold training rows: the train split with ``labels: gold``; with weak labels a ``gold`` split
+    beside the weak train split, on which the label model is chosen and calibrated and which
+    ``training_targets`` mixes into training with ``weak.gold_weight`` > 0."""
+    return _gold_rows(task, _cached_splits(task, cache_dir, seed))
+
+
+def _gold_rows(task: Task, dsd: datasets.DatasetDict) -> datasets.DatasetDict:
+    if "gold" not in dsd:
+        return dsd
+    out = datasets.DatasetDict({s: d for s, d in dsd.items() if s != "gold"})
+    if task.config.labels == "gold":
+        out["train"] = dsd["gold"]
+    else:
+        out["gold"] = dsd["gold"]
+    return out
+
+
+def _cached_splits(task: Task, cache_dir: str | Path, seed: int) -> datasets.DatasetDict:
     cfg = task.config
     key = _fingerprint(
         {
@@ -84,8 +105,7 @@ def load_task_splits(task: Task, cache_dir: str | Path, seed: int = 0) -> datase
             r.label = encode(r)
     splits = make_splits(task.name, raw, cfg.split, seed)
     dsd = datasets.DatasetDict()
-    for split in SPLITS:
-        rows = splits[split]
+    for split, rows in splits.items():
         cols: dict[str, list[Any]] = {"text": [r.text for r in rows], "label": [r.label for r in rows]}
         if all("weak_labels" in r.extra for r in rows):
             cols["weak_labels"] = [r.extra["weak_labels"] for r in rows]
@@ -106,10 +126,11 @@ def training_targets(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Pat
         wl = weak_label(task, dsd, cache_dir)
         probs, s = wl.train_probs, wl.summary
         log.info(
-            "task %s: weak labels from %s; train coverage %.3f; dev %s %.4f (label model alone); "
-            "calibration temperature %s; %s",
+            "task %s: weak labels from %s (chosen on the %s split's gold labels); train coverage %.3f; "
+            "dev %s %.4f (label model alone); calibration temperature %s; %s",
             task.name,
             s["label_model"],
+            s["selected_on"],
             s["train"]["coverage"],
             cfg.metric,
             s["dev"][f"{cfg.metric}_all_rows"],
@@ -127,7 +148,23 @@ def training_targets(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Pat
     train = attach_probs(dsd["train"], probs)
     if len(train) == 0:
         raise DataError(f"task {task.name!r}: no training row has a weak label (check the LFs' coverage)")
-    return train
+    return _mix_gold(task, train, dsd["gold"]) if "gold" in dsd and cfg.weak.gold_weight > 0 else train
+
+
+def _mix_gold(task: Task, train: datasets.Dataset, gold: datasets.Dataset) -> datasets.Dataset:
+    """The weak training rows and, after them, the gold rows of the training folds as one-hot targets
+    scaled by ``weak.gold_weight`` (a soft target's sum is its row's loss weight: ``soft_cross_entropy``)."""
+    w = task.config.weak.gold_weight
+    targets = np.zeros((len(gold), task.num_classes), dtype=np.float32)
+    targets[np.arange(len(gold)), gold["label"]] = w
+    log.info(
+        "task %s: %d gold rows of the training dev folds mixed in at weight %g beside %d weak rows",
+        task.name,
+        len(gold),
+        w,
+        len(train),
+    )
+    return datasets.concatenate_datasets([train, attach_probs(gold, targets)])
 
 
 def add_slices(task: Task, dsd: datasets.DatasetDict) -> datasets.DatasetDict:
@@ -161,6 +198,7 @@ def prepare_task(
     if "train" in dsd:
         if task.config.labels != "gold":
             dsd["train"] = training_targets(task, dsd, cache_dir)
+        dsd.pop("gold", None)  # mixed into train by now
         aug = task.config.augment
         if task.policy is not None and aug.mode == AugmentMode.once:  # before slicing: copies are sliced too
             desc = f"augment {task.name}"

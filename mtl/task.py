@@ -119,10 +119,16 @@ def validate_task(task: str, cfg: TaskConfig) -> None:
         raise DataError(f"task {task!r}: head.type {cfg.head.type!r} needs slicing functions (set `slices`)")
     if not 0 <= cfg.head.dropout < 1 or cfg.head.hidden_size < 0:
         raise DataError(f"task {task!r}: head.dropout must be in [0, 1) and head.hidden_size >= 0")
-    if cfg.split.dev_folds and cfg.labels != "gold":
+    if cfg.weak.gold_weight < 0 or (cfg.weak.gold_weight > 0 and cfg.labels == "gold"):
         raise DataError(
-            f"task {task!r}: split.dev_folds trains on the dev split's gold labels; it needs labels=gold, "
-            f"got labels={cfg.labels!r}"
+            f"task {task!r}: weak.gold_weight must be >= 0, and is for weak labels (labels=gold trains on "
+            f"gold rows alone), got {cfg.weak.gold_weight} with labels={cfg.labels!r}"
+        )
+    if cfg.weak.gold_weight > 0 and cfg.split.dev_folds < 2:
+        raise DataError(
+            f"task {task!r}: weak.gold_weight={cfg.weak.gold_weight} trains on the dev split's gold labels, "
+            "so dev must be cross-fitted: set split.dev_folds (>= 2) and split.dev_fold, or gold.folds "
+            "and gold.fold with gold.mode=mix"
         )
     if not 0 < cfg.weak.uncovered_weight <= 1:
         raise MtlError(

@@ -1,7 +1,12 @@
-"""``mtl-train``: compose -> build -> fit -> evaluate on test -> report; returns the best mean dev metric."""
+"""``mtl-train``: compose -> build -> fit -> evaluate on test -> report; returns the best mean dev metric.
+
+With ``gold.mode`` (``mtl.config.GoldConfig``) the dev split's gold labels are trained on too,
+cross-fitted: ``gold_stages`` turns the config into the run(s) that does."""
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import math
 import time
@@ -13,10 +18,10 @@ import datasets
 import hydra
 import torch
 from accelerate.utils import set_seed
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtl.cli import resolved, run_tasks, user_errors
-from mtl.config import CONF_DIR, EncoderConfig, TaskConfig, TrainerConfig
+from mtl.config import CONF_DIR, EncoderConfig, GoldConfig, GoldMode, TaskConfig, TrainerConfig
 from mtl.dist import release, state
 from mtl.evaluate import TaskMetrics, mean_metric, write_report
 from mtl.prepare import load_tasks
@@ -42,7 +47,76 @@ def main(cfg: DictConfig) -> float:
 
 def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     """One run of a composed ``train`` config: returns what ``report.json`` holds (``mtl-bench`` calls
-    this in-process for each cell, with ``echo=False``: no table printed)."""
+    this in-process for each cell, with ``echo=False``: no table printed). With ``gold.mode=finetune``
+    the run is two trainings (``gold_stages``); the report compares them."""
+    stages = gold_stages(cfg)
+    if len(stages) == 1:
+        return train_once(stages[0], echo)
+    weak, final = stages
+    done = Path(weak.output_dir) / "report.json"
+    if done.exists() and (Path(weak.output_dir) / "checkpoint").is_dir():
+        log.info("gold.mode=finetune: the weak stage finished before; reusing %s", done.parent)
+        first = json.loads(done.read_text())
+    else:
+        log.info("gold.mode=finetune: stage 1 of 2, weak labels, in %s", weak.output_dir)
+        first = train_once(weak, echo=False)
+    log.info("gold.mode=finetune: stage 2 of 2, the training folds' gold rows, from %s", final.init_from)
+    return train_once(final, echo, weak_stage=first)
+
+
+def gold_stages(cfg: DictConfig) -> list[DictConfig]:
+    """The run(s) of a config whose ``gold.mode`` is not ``none`` (``mtl.config.GoldConfig``): the dev
+    split of every task with weak labels cross-fitted into ``gold.folds`` (``split.dev_folds``); ``mix``:
+    one run, the gold rows at ``weak.gold_weight``; ``finetune``: the weak-label run (in
+    ``<output_dir>/weak_stage``), then a run from its checkpoint on the gold rows alone, with the trainer
+    keys of ``gold.trainer`` (tasks of the run with gold labels are not trained again: their heads ride
+    along). With ``gold.mode=none`` the config itself."""
+    gold: GoldConfig = OmegaConf.to_object(cfg.gold)  # type: ignore[assignment]
+    if gold.mode == GoldMode.none:
+        return [cfg]
+    weak = [str(t) for t, c in cfg.tasks.items() if c.labels != "gold"]
+    if not weak:
+        raise MtlError(
+            f"gold.mode={gold.mode}: no task of the run has weak labels (labels: weak or a train_probs.npy); "
+            "gold labels alone are trained with labels=gold"
+        )
+    if gold.folds < 2 or not 0 <= gold.fold < gold.folds:
+        raise MtlError(
+            f"gold.folds must be >= 2 and gold.fold in 0..gold.folds-1, got {gold.folds} and {gold.fold}"
+        )
+    if gold.mode == GoldMode.mix and gold.weight <= 0:
+        raise MtlError(f"gold.weight must be > 0 with gold.mode=mix, got {gold.weight}")
+    base = copy.deepcopy(cfg)
+    with open_dict(base):
+        base.gold.mode = GoldMode.none.value
+        for t in weak:
+            base.tasks[t].split.dev_folds = gold.folds
+            base.tasks[t].split.dev_fold = gold.fold
+            if gold.mode == GoldMode.mix:
+                base.tasks[t].weak.gold_weight = gold.weight
+    if gold.mode == GoldMode.mix:
+        return [base]
+    first, final = copy.deepcopy(base), copy.deepcopy(base)
+    unknown = sorted(set(gold.trainer) - set(cfg.trainer))
+    if unknown:
+        raise MtlError(f"gold.trainer names unknown trainer keys {unknown} (known: {sorted(cfg.trainer)})")
+    with open_dict(first), open_dict(final):
+        first.output_dir = str(Path(cfg.output_dir) / "weak_stage")
+        final.init_from = str(Path(first.output_dir) / "checkpoint")
+        final.keep_old_heads = True
+        final.trainer = OmegaConf.merge(cfg.trainer, gold.trainer)
+        for t in list(final.tasks):
+            if t in weak:
+                final.tasks[t].labels = "gold"
+            else:
+                del final.tasks[t]
+    return [first, final]
+
+
+def train_once(
+    cfg: DictConfig, echo: bool = True, weak_stage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One training run; ``weak_stage``: the report of the weak-label stage it continues (shown beside)."""
     start = time.perf_counter()
     proc = state()  # before anything else: sets up the processes of a multi-process launch
     if not proc.is_main_process:
@@ -90,9 +164,19 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         "init": init.as_dict(),
         "old_tasks": old_change,
     }
+    sections = {}
+    if weak_stage is not None:  # gold.mode=finetune: the weak-label stage's model against this one
+        stage_change = old_task_change(weak_stage["metrics"], {"test": test})
+        extra["weak_stage"] = {
+            "output_dir": str(Path(weak_stage["checkpoint"]).parent),
+            "mean": weak_stage["mean"],
+            "test": stage_change,
+        }
+        title = "Gold fine-tuning: test metric of the weak-label stage (before) and after"
+        sections[title] = format_change(stage_change, "task / split")
     if trainer.accelerator.is_main_process:
         title = "Old tasks (heads kept from init_from, not trained): metric before and after"
-        sections = {title: format_change(old_change)} if old_change else {}
+        sections |= {title: format_change(old_change)} if old_change else {}
         table = write_report(cfg.output_dir, results, tasks, extra, "mtl-train report", sections)
         if echo:
             print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
@@ -152,9 +236,9 @@ def old_task_change(
     return out
 
 
-def format_change(change: Mapping[str, Mapping[str, float]]) -> str:
+def format_change(change: Mapping[str, Mapping[str, float]], what: str = "old task / split") -> str:
     """A Markdown table of ``old_task_change``."""
-    rows = ["| old task / split | before | after | change |", "|---|---|---|---|"]
+    rows = [f"| {what} | before | after | change |", "|---|---|---|---|"]
     for k, v in change.items():
         rows.append(f"| {k} | {v['before']:.4f} | {v['after']:.4f} | {v['change']:+.4f} |")
     return "\n".join(rows)

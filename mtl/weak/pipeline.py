@@ -77,7 +77,7 @@ def _matrices(
     out: dict[str, np.ndarray] = {}
     names: list[str] = []
     failures: dict[str, int] = {}
-    for split in ("train", "dev", "test"):
+    for split in _splits(dsd):
         outputs = []
         num_proc = cfg.num_proc if cfg.num_proc > 1 else None
         try:
@@ -95,17 +95,23 @@ def _matrices(
     return out, names, failures
 
 
+def _splits(dsd: datasets.DatasetDict) -> list[str]:
+    """The splits that get a label matrix: train, dev, test and, cross-fitted, the training folds' gold
+    rows (``gold``)."""
+    return [s for s in ("train", "dev", "test", "gold") if s in dsd]
+
+
 def _key(task: Task, dsd: datasets.DatasetDict) -> str:
     cfg = task.config
     lf_hash = Hasher.hash(task.lfs) if task.lfs else ""
     data = {
         "task": task.name,
-        "weak": asdict(cfg.weak),
+        "weak": {k: v for k, v in asdict(cfg.weak).items() if k != "gold_weight"},  # used after the labels
         "labels": list(cfg.label_names),
         "metric": cfg.metric,
-        "data": [dsd[s]._fingerprint for s in ("train", "dev", "test")],
+        "data": [dsd[s]._fingerprint for s in _splits(dsd)],
         "lfs": lf_hash,
-        "v": 3,  # 2: probabilities temperature-calibrated on dev; 3: degenerate-fit fallback, tie-breaks
+        "v": 4,  # 2: calibrated on dev; 3: degenerate-fit fallback, tie-breaks; 4: chosen on gold if any
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -118,34 +124,41 @@ def build_label_model(cfg: WeakConfig, cardinality: int) -> MajorityVote | Label
 
 
 def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> WeakLabels:
-    """Weak labels for ``task``'s train split (computed once, then read from the cache)."""
+    """Weak labels for ``task``'s train split (computed once, then read from the cache).
+
+    The label model is chosen and calibrated on the gold labels of the dev split or, cross-fitted
+    (``split.dev_folds``), on those of the training folds (``gold``): the held-out fold is then left to
+    the end model's checkpoint selection alone, and the label model sees four times the rows of one fold.
+    """
     _require_weak(task)
     folder = Path(cache_dir).expanduser() / "labels" / f"{task.name}-{_key(task, dsd)}"
     if (folder / "summary.json").exists():
         cached = json.loads((folder / "summary.json").read_text())
         return WeakLabels(
             np.load(folder / "train_probs.npy"),
-            {s: np.load(folder / f"L_{s}.npy") for s in ("train", "dev", "test")},
+            {s: np.load(folder / f"L_{s}.npy") for s in _splits(dsd)},
             cached["lf_names"],
             json.loads((folder / "lf_analysis.json").read_text()),
             cached,
             folder,
         )
     L, names, failures = _matrices(task, dsd)
-    gold = {s: np.asarray(dsd[s]["label"]) for s in ("train", "dev", "test")}
-    analysis = lf_summary(L["dev"], names, gold["dev"])
-    model, selection, fallback = _fit_label_model(task, L, gold["dev"])
-    probs, calibration = _training_probs(task, model, L, gold["dev"])
+    gold = {s: np.asarray(dsd[s]["label"]) for s in _splits(dsd)}
+    on = "gold" if "gold" in dsd else "dev"  # where the label model is chosen and calibrated
+    analysis = lf_summary(L[on], names, gold[on])
+    model, selection, fallback = _fit_label_model(task, L["train"], L[on], gold[on])
+    probs, calibration = _training_probs(task, model, L["train"], L[on], gold[on])
     summary: dict[str, Any] = {
         "task": task.name,
         "lf_names": names,
         "label_model": selection[0]["label_model"] if selection else task.config.weak.label_model,
         "selection": selection,
+        "selected_on": on,
         "fallback": fallback,
         "uncovered_policy": task.config.weak.uncovered,
         "calibration": calibration,
         "lf_failures": failures,
-        **{split: _split_summary(task, model, L[split], gold[split]) for split in ("train", "dev", "test")},
+        **{split: _split_summary(task, model, L[split], gold[split]) for split in _splits(dsd)},
     }
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # one per process: runs may race
     tmp.mkdir(parents=True, exist_ok=True)
@@ -163,37 +176,37 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
 
 
 def _fit_label_model(
-    task: Task, L: dict[str, np.ndarray], dev_gold: np.ndarray
+    task: Task, L_train: np.ndarray, L_dev: np.ndarray, dev_gold: np.ndarray
 ) -> tuple[LabelModelProtocol, list[dict[str, Any]], str | None]:
     """The label model ``weak.label_model`` names, fit on L_train, with the candidates' selection on dev
-    gold for ``auto`` (one row each, best first; empty otherwise) and, for ``dawid_skene``, why it fell
-    back to majority vote (None: it did not; ``fit_or_majority_vote``)."""
+    gold (``L_dev``, ``dev_gold``) for ``auto`` (one row each, best first; empty otherwise) and, for
+    ``dawid_skene``, why it fell back to majority vote (None: it did not; ``fit_or_majority_vote``)."""
     w, k = task.config.weak, task.num_classes
     if w.label_model == LabelModelChoice.auto:
-        return (*select_label_model(L["train"], L["dev"], dev_gold, k, task.metric.value), None)
+        return (*select_label_model(L_train, L_dev, dev_gold, k, task.metric.value), None)
     model = build_label_model(w, k)
     if isinstance(model, LabelModel):
-        fitted, fallback = fit_or_majority_vote(model, L["train"], dev_gold)
+        fitted, fallback = fit_or_majority_vote(model, L_train, dev_gold)
         if fallback:
             log.warning("task %s: weak.label_model dawid_skene: %s", task.name, fallback)
         return fitted, [], fallback
-    return model.fit(L["train"], dev_labels=dev_gold), [], None
+    return model.fit(L_train, dev_labels=dev_gold), [], None
 
 
 def _training_probs(
-    task: Task, model: LabelModelProtocol, L: dict[str, np.ndarray], dev_gold: np.ndarray
+    task: Task, model: LabelModelProtocol, L_train: np.ndarray, L_dev: np.ndarray, dev_gold: np.ndarray
 ) -> tuple[np.ndarray, dict[str, float]]:
     """The training targets: the label model's probabilities on covered rows (temperature-calibrated on
     dev gold's covered rows unless ``weak.calibrate`` is off: the confidence changes, not the argmax),
     and on uncovered rows zeros (``drop``: masked out of the loss) or the class prior at
     ``uncovered_weight`` (``prior``); with the calibration's figures."""
     w, k = task.config.weak, task.num_classes
-    probs = model.predict_proba(L["train"])
-    covered = (L["train"] != ABSTAIN).any(1)
+    probs = model.predict_proba(L_train)
+    covered = (L_train != ABSTAIN).any(1)
     calibration: dict[str, float] = {}
     if w.calibrate:
-        dev_cov = (L["dev"] != ABSTAIN).any(1)
-        p_dev = model.predict_proba(L["dev"])[dev_cov]
+        dev_cov = (L_dev != ABSTAIN).any(1)
+        p_dev = model.predict_proba(L_dev)[dev_cov]
         t = fit_temperature(p_dev, dev_gold[dev_cov])
         calibrated = apply_temperature(probs[covered], t)
         calibration = {

@@ -191,6 +191,23 @@ def test_cross_fitted_gold_dev_setup(tmp_path: Path) -> None:
     a = next(r for r in rows if r["task"] == "a")
     assert a["mean"] == pytest.approx(0.6) and a["n"] == 1  # seed 0: mean of its 3 folds; seed 1 incomplete
     assert a["failed"] == ["seed 1 fold 2: RuntimeError: fold 2 broke"]
-    for bad in (SetupConfig(tasks=["a"], dev_folds=1), SetupConfig(tasks=["a"], dev_folds=3, budgets=[10])):
+    for bad in (
+        SetupConfig(tasks=["a"], dev_folds=1),
+        SetupConfig(tasks=["a"], dev_folds=3, budgets=[10]),
+        SetupConfig(tasks=["a"], dev_folds=3, labels="weak"),  # weak labels need gold: mix or finetune
+        SetupConfig(tasks=["a"], dev_folds=3, labels="gold", gold="mix"),
+    ):
         with pytest.raises(MtlError, match="dev_folds cross-fits on the dev split's gold labels"):
             validate(BenchSpec(name="cf", setups={"s": bad}), ["a"])
+    with pytest.raises(MtlError, match=r"setup 's': gold=finetune trains on .* set dev_folds"):
+        validate(BenchSpec(name="cf", setups={"s": SetupConfig(tasks=["a"], gold="finetune")}), ["a"])
+
+
+def test_gold_in_training_setups_run_every_fold_with_gold_mode(tmp_path: Path) -> None:
+    setups = {m: SetupConfig(tasks=["a", "b"], dev_folds=2, gold=m) for m in ("mix", "finetune")}  # type: ignore[misc]
+    spec = BenchSpec(name="g", seeds=[0], setups=setups)
+    validate(spec, ["a", "b"])
+    cells = expand(spec, "full", tmp_path, [])
+    assert [(c.setup, c.fold) for c in cells] == [("mix", 0), ("mix", 1), ("finetune", 0), ("finetune", 1)]
+    assert {"gold.mode=finetune", "gold.folds=2", "gold.fold=1"} <= set(cells[3].overrides)
+    assert not [o for o in cells[3].overrides if "labels=" in o or "dev_fold" in o]  # gold.* sets those

@@ -206,32 +206,39 @@ def test_task_config_is_checked_before_any_work(
         Task("t", cfg)
 
 
-def test_cross_fitting_never_selects_on_a_row_it_trained_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("labels", ["gold", "weak"])
+def test_cross_fitting_never_selects_on_a_row_it_trained_on(tmp_path: Path, labels: str) -> None:
     rows = [(f"review number {i}", "pos" if i % 3 else "neg") for i in range(200)]
     cfg = _csv_task(_write_csv(tmp_path / "d.csv", rows))
     whole = load_task_splits(Task("t", cfg), tmp_path / "c")
     folds = []
     for fold in range(5):
-        cfg = _csv_task(tmp_path / "d.csv")
+        cfg = dataclasses.replace(_csv_task(tmp_path / "d.csv"), labels=labels)
         cfg.split.dev_folds, cfg.split.dev_fold = 5, fold
+        cfg.weak.gold_weight = 2.0 if labels == "weak" else 0.0  # weak: the gold rows beside train
         folds.append(load_task_splits(Task("t", cfg), tmp_path / "c"))
     dev = list(whole["dev"]["text"])
     for f in folds:
-        assert not set(f["train"]["text"]) & set(f["dev"]["text"])  # never trained and selected on
-        assert sorted([*f["train"]["text"], *f["dev"]["text"]]) == sorted(dev)  # only the dev rows
+        gold = f["train" if labels == "gold" else "gold"]
+        if labels == "weak":  # the weak rows are the train split, as without cross-fitting
+            assert f["train"]["text"] == whole["train"]["text"]
+        assert not set(gold["text"]) & set(f["dev"]["text"])  # never trained and selected on
+        assert sorted([*gold["text"], *f["dev"]["text"]]) == sorted(dev)  # only the dev rows
         assert f["test"]["text"] == whole["test"]["text"]  # test untouched
     assert sorted(t for f in folds for t in f["dev"]["text"]) == sorted(dev)  # each row selected on once
     label = dict(zip(whole["dev"]["text"], whole["dev"]["label"], strict=True))
-    assert all(
-        label[t] == y for t, y in zip(folds[0]["train"]["text"], folds[0]["train"]["label"], strict=True)
-    )
+    first = folds[0]["train" if labels == "gold" else "gold"]
+    assert all(label[t] == y for t, y in zip(first["text"], first["label"], strict=True))
 
 
 def test_cross_fitting_errors_name_the_task_and_key(tmp_path: Path) -> None:
     cfg = _csv_task(_write_csv(tmp_path / "d.csv", [(f"r{i}", "pos") for i in range(30)]))
     cfg.split.dev_folds, cfg.split.max_rows = 5, {"dev": 3}
-    with pytest.raises(MtlError, match=r"task 't': split.dev_folds trains on the dev split's gold labels"):
-        Task("t", dataclasses.replace(cfg, labels="weak"))
+    weak = dataclasses.replace(cfg, labels="weak", weak=dataclasses.replace(cfg.weak, gold_weight=2.0))
+    with pytest.raises(MtlError, match=r"task 't': weak.gold_weight=2.0 .* set split.dev_folds"):
+        Task("t", dataclasses.replace(weak, split=SplitConfig()))
+    with pytest.raises(MtlError, match=r"task 't': weak.gold_weight must be >= 0, and is for weak labels"):
+        Task("t", dataclasses.replace(weak, labels="gold"))
     with pytest.raises(DataError, match=r"task 't': split.dev_folds=5: fold \d holds 0 of the \d+ dev rows"):
         for fold in range(5):  # 3 dev rows in 5 folds: some fold is empty
             cfg.split.dev_fold = fold

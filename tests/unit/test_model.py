@@ -108,6 +108,8 @@ def test_soft_row_weight_scales_its_loss() -> None:
     ce = F.cross_entropy(logits, torch.tensor([0, 1]), reduction="none")
     assert full.item() == pytest.approx(ce.mean().item())
     assert light.item() == pytest.approx(((ce[0] + 0.1 * ce[1]) / 2).item())
+    heavy = soft_cross_entropy(logits, torch.tensor([[1.0, 0.0], [0.0, 3.0]]))  # a gold row mixed in at 3
+    assert heavy.item() == pytest.approx(((ce[0] + 3 * ce[1]) / 2).item())
 
 
 def test_predict_runs_the_encoder_once_per_batch_and_keeps_text_order(model_and_tok) -> None:  # type: ignore[no-untyped-def]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 
@@ -63,6 +65,25 @@ def test_uncovered_rows_dropped_or_kept_at_low_weight(spam_folder: Path, tmp_pat
     assert len(kept) == 48
     weights = sorted(round(sum(p), 4) for p in kept["label_probs"])
     assert weights[0] == 0.1 and weights[-1] == 1.0 and weights.count(0.1) == 48 - covered
+
+
+def test_gold_rows_of_the_training_folds_are_mixed_in_at_their_weight(
+    spam_folder: Path, tmp_path: Path
+) -> None:
+    cfg = _task(spam_folder, tmp_path, gold_weight=2.5)
+    cfg.split.dev_folds, cfg.split.dev_fold = 2, 0
+    dsd = load_task_splits(Task("spam", cfg), tmp_path / "cache")
+    plain = dataclasses.replace(cfg, weak=dataclasses.replace(cfg.weak, gold_weight=0.0))
+    without = datasets.DatasetDict({s: d for s, d in dsd.items() if s != "gold"})
+    weak_only = training_targets(Task("spam", plain), without, tmp_path / "cache")
+    mixed = training_targets(Task("spam", cfg), dsd, tmp_path / "cache")
+    gold = dsd["gold"]
+    assert len(mixed) == len(weak_only) + len(gold) and len(gold) > 0
+    tail = mixed.select(range(len(weak_only), len(mixed)))  # the gold rows come after the weak ones
+    assert tail["text"] == gold["text"]
+    assert [p.index(max(p)) for p in tail["label_probs"]] == gold["label"]  # one-hot on the gold class
+    assert {round(sum(p), 6) for p in tail["label_probs"]} == {2.5}  # ... scaled by the weight
+    assert max(sum(p) for p in mixed.select(range(len(weak_only)))["label_probs"]) <= 1 + 1e-6
 
 
 def test_label_probabilities_are_calibrated_on_dev_unless_disabled(spam_folder: Path, tmp_path: Path) -> None:

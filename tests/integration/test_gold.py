@@ -1,0 +1,83 @@
+"""Gold labels in training (``gold.mode``): mix and finetune on real weak labels, cross-fitted honestly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mtl.checkpoint import load_checkpoint
+from mtl.cli.train import train
+from mtl.config import CONF_DIR, PROJECT_ROOT
+from mtl.prepare import load_task_splits
+from mtl.task import Task
+
+DATA = PROJECT_ROOT.parent / "shared" / "data"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA / "wrench" / "youtube").exists(), reason=f"real data not found at {DATA}"),
+]
+
+
+def _cfg(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return compose(
+            "train",
+            [
+                "tasks=[youtube,sms]",
+                "encoder=tiny",
+                "trainer=debug",
+                "tasks.youtube.labels=weak",
+                "gold.folds=4",
+                "gold.fold=1",
+                f"output_dir={tmp_path / 'run'}",
+                f"cache_dir={tmp_path / 'cache'}",
+                *overrides,
+            ],
+        )
+
+
+def test_finetune_trains_on_weak_labels_then_on_the_other_folds_gold_rows(tmp_path: Path) -> None:
+    report = train(_cfg(tmp_path, "gold.mode=finetune", "gold.trainer.min_steps=3"), echo=False)
+    run = tmp_path / "run"
+    weak = json.loads((run / "weak_stage" / "report.json").read_text())
+    saved = load_checkpoint(run / "checkpoint")[2]  # the task configs the final model records
+    # stage 1: both tasks, youtube on its weak labels with the held-out fold as dev
+    assert set(weak["metrics"]["test"]) == {"youtube", "sms"} and weak["train_labels"]["youtube"] == "weak"
+    # stage 2: youtube alone, on gold rows, from stage 1's model; sms rides along untrained
+    assert report["train_labels"] == {"youtube": "gold"}
+    assert report["init"]["loaded_heads"] == ["youtube"] and "sms/test" in report["old_tasks"]
+    assert report["steps"] >= 3 and report["weak_stage"]["test"]["youtube/test"]["before"] == pytest.approx(
+        weak["metrics"]["test"]["youtube"]["metric"]
+    )
+    # row ids: stage 2 trained on exactly the dev rows outside fold 1; both stages selected on fold 1
+    folds = load_task_splits(Task("youtube", saved["youtube"]), tmp_path / "cache", 42)
+    assert report["sizes"]["youtube"] == {s: len(d) for s, d in folds.items()}
+    assert not set(folds["train"]["text"]) & set(folds["dev"]["text"])
+    assert weak["sizes"]["youtube"]["dev"] == report["sizes"]["youtube"]["dev"] == len(folds["dev"])
+    # a rerun reuses the finished weak stage
+    again = train(_cfg(tmp_path, "gold.mode=finetune", "gold.trainer.min_steps=3"), echo=False)
+    assert json.loads((run / "weak_stage" / "report.json").read_text()) == weak
+    assert again["weak_stage"]["mean"] == report["weak_stage"]["mean"]
+
+
+def test_mix_adds_the_training_folds_gold_rows_at_their_weight(tmp_path: Path) -> None:
+    plain = train(_cfg(tmp_path, "gold.mode=none", "output_dir=" + str(tmp_path / "plain")), echo=False)
+    mixed = train(_cfg(tmp_path, "gold.mode=mix", "gold.weight=3"), echo=False)
+    none_dev, mix = plain["sizes"]["youtube"], mixed["sizes"]["youtube"]
+    assert mix["dev"] < none_dev["dev"] / 2  # one fold of four
+    assert mix["train"] == none_dev["train"] + (none_dev["dev"] - mix["dev"])  # + the other folds' rows
+    assert mixed["sizes"]["sms"] == plain["sizes"]["sms"]  # gold-label tasks are not cross-fitted
+
+
+def test_gold_modes_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"gold.mode=mix: no task of the run has weak labels"):
+        train(_cfg(tmp_path, "gold.mode=mix", "tasks.youtube.labels=gold"), echo=False)
+    with pytest.raises(
+        Exception, match=r"gold.folds must be >= 2 and gold.fold in 0..gold.folds-1, got 4 and 4"
+    ):
+        train(_cfg(tmp_path, "gold.mode=mix", "gold.fold=4"), echo=False)
+    with pytest.raises(Exception, match=r"gold.trainer names unknown trainer keys \['lr'\]"):
+        train(_cfg(tmp_path, "gold.mode=finetune", "+gold.trainer.lr=1e-5"), echo=False)
