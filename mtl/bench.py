@@ -90,6 +90,8 @@ def validate(spec: BenchSpec, known_tasks: Sequence[str]) -> None:
     """Errors naming the setup and key: unknown tasks, an empty setup, a bad label source or budget."""
     if not spec.setups:
         raise MtlError(f"bench {spec.name!r}: no setups")
+    if spec.quick_dev_folds < 2:
+        raise MtlError(f"bench {spec.name!r}: quick_dev_folds must be >= 2, got {spec.quick_dev_folds}")
     for name, s in spec.setups.items():
         for key, tasks in (("tasks", s.tasks), ("pretrain", s.pretrain or [])):
             unknown = [t for t in tasks if t not in known_tasks]
@@ -120,6 +122,13 @@ def validate(spec: BenchSpec, known_tasks: Sequence[str]) -> None:
             )
 
 
+def dev_folds(spec: BenchSpec, setup: str, size: str) -> int:
+    """The folds a setup's seed runs (0: not cross-fitted): ``dev_folds``, at most ``quick_dev_folds`` at
+    the quick size."""
+    k = spec.setups[setup].dev_folds
+    return min(k, spec.quick_dev_folds) if k and size == "quick" else k
+
+
 def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[Cell]:
     """Every cell of the benchmark at ``size``, with its ``mtl-train`` overrides."""
     if size not in ("full", "quick"):
@@ -129,6 +138,7 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
     pretrained: dict[tuple[tuple[str, ...], int], Cell] = {}
     cells = []
     for name, s in spec.setups.items():
+        k = dev_folds(spec, name, size)
         for seed in seeds:
             pre = None
             if s.pretrain:
@@ -141,7 +151,7 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
                 pre = pretrained[key]
             for budget in s.budgets or [None]:
                 for tasks in [[t] for t in s.tasks] if s.single else [list(s.tasks)]:
-                    for fold in range(s.dev_folds) if s.dev_folds else [None]:
+                    for fold in range(k) if k else [None]:
                         folder = (
                             out / "cells" / name / ("all" if budget is None else str(budget)) / f"seed{seed}"
                         )
@@ -154,10 +164,10 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
                         ]
                         ov += [f"init_from={pre.folder / 'checkpoint'}"] if pre else []
                         if fold is not None and s.gold != "none":  # weak labels + gold rows outside the fold
-                            ov += [f"gold.mode={s.gold}", f"gold.folds={s.dev_folds}", f"gold.fold={fold}"]
+                            ov += [f"gold.mode={s.gold}", f"gold.folds={k}", f"gold.fold={fold}"]
                         elif fold is not None:  # the gold labels of the dev rows outside the fold alone
                             for t in tasks:
-                                ov += [f"tasks.{t}.labels=gold", f"tasks.{t}.split.dev_folds={s.dev_folds}"]
+                                ov += [f"tasks.{t}.labels=gold", f"tasks.{t}.split.dev_folds={k}"]
                                 ov += [f"tasks.{t}.split.dev_fold={fold}"]
                         ov += list(s.overrides)
                         ov += [f"tasks.{t}.{o}" for t in tasks for o in s.task_overrides]
@@ -228,6 +238,7 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
     writes ``results.md``, ``results.csv`` and ``results.json`` into ``out``."""
     rows = []
     for name, s in spec.setups.items():
+        k = dev_folds(spec, name, size)
         for budget in s.budgets or [None]:
             mine = [c for c in cells if c.setup == name and c.budget == budget]
             # a cross-fitted setup's seed scores the mean over its folds' models, all folds or none
@@ -242,7 +253,7 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
                         where = f"seed {c.seed}" + ("" if c.fold is None else f" fold {c.fold}")
                         failed.setdefault(t, []).append(f"{where}: {c.result.get('error', '?')}")
             per_seed = {
-                seed: {t: statistics.mean(v) for t, v in by_task.items() if len(v) == max(s.dev_folds, 1)}
+                seed: {t: statistics.mean(v) for t, v in by_task.items() if len(v) == max(k, 1)}
                 for seed, by_task in folds.items()
             }
             for t in s.tasks:

@@ -577,6 +577,7 @@ class BenchSpec:
     Attributes:
         name: the benchmark's name (its output folder).
         seeds: the seeds of the full size; ``quick_seeds`` those of the quick size.
+        quick_dev_folds: at the quick size, setups with ``dev_folds`` run at most this many folds.
         common: ``mtl-train`` overrides of every run; ``full`` and ``quick``: those of one size.
         setups: setup name to setup.
         slice_report: also report the critical slices: per setup, the mean over the slices with at
@@ -589,6 +590,7 @@ class BenchSpec:
     name: str = MISSING
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     quick_seeds: list[int] = field(default_factory=lambda: [0])
+    quick_dev_folds: int = 2
     common: list[str] = field(default_factory=list)
     full: list[str] = field(default_factory=list)
     quick: list[str] = field(default_factory=list)
