@@ -273,6 +273,60 @@ class HeadConfig:
     slice_loss_weight: float = 1.0
 
 
+class DenoiseMethod(StrEnum):
+    """``weak.denoise.method``: what becomes of training rows whose weak label is flagged as wrong."""
+
+    none = "none"
+    drop = "drop"
+    downweight = "downweight"
+
+
+@dataclass
+class EmbeddingConfig:
+    """The sentence encoder behind ``weak.knn`` and ``weak.denoise``: its mean-pooled, normalised
+    vectors, computed once per split and cached (``mtl.weak.neighbours``).
+
+    Attributes:
+        encoder: a model folder or Hub id; null: the shipped all-MiniLM-L6-v2.
+        max_length: tokens per text.
+    """
+
+    encoder: str | None = None
+    max_length: int = 128
+
+
+@dataclass
+class KnnConfig:
+    """Coverage beyond the LFs: a row no LF votes on takes, for each LF, the similarity-weighted vote of
+    its nearest covered training rows in ``weak.embedding``'s space (``mtl.weak.neighbours``).
+
+    Attributes:
+        k: neighbours looked up per uncovered row (0: off).
+        min_similarity: the cosine similarity a neighbour needs to lend its votes.
+    """
+
+    k: int = 0
+    min_similarity: float = 0.6
+
+
+@dataclass
+class DenoiseConfig:
+    """Weak-label error detection (confident learning, ``cleanlab``): out-of-fold class probabilities of
+    a logistic regression on ``weak.embedding``'s vectors flag training rows whose weak label is
+    probably wrong (``mtl.weak.denoise``).
+
+    Attributes:
+        method: ``none``, ``drop`` (flagged rows leave training) or ``downweight`` (their targets are
+            scaled by ``weight``).
+        weight: ``downweight``: a flagged row's loss weight.
+        folds: cross-validation folds of the out-of-fold probabilities.
+    """
+
+    method: DenoiseMethod = DenoiseMethod.none
+    weight: float = 0.2
+    folds: int = 5
+
+
 @dataclass
 class WeakConfig:
     """Weak supervision for a task's training split (used when ``labels: weak``).
@@ -294,6 +348,11 @@ class WeakConfig:
         calibrate: temperature-scale the label model's probabilities on the dev split's gold labels
             (covered rows) before training on them: the argmax and accuracy stay, the confidence
             becomes what dev supports (``mtl.weak.label_model.fit_temperature``).
+        embedding: the sentence encoder of ``knn`` and ``denoise`` (``EmbeddingConfig``).
+        knn: extend the votes to uncovered rows through their nearest covered neighbours
+            (``KnnConfig``; off by default).
+        denoise: flag training rows whose weak label is probably wrong, and drop or down-weight them
+            (``DenoiseConfig``; off by default).
         gold_weight: with ``split.dev_folds``: the gold rows of the training folds join the weak
             training rows, each with this loss weight (a weak row weighs at most 1); 0: they are not
             used (``gold.mode=mix`` sets it for every weak task).
@@ -310,6 +369,9 @@ class WeakConfig:
     uncovered: Uncovered = Uncovered.drop
     uncovered_weight: float = 0.1
     calibrate: bool = True
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     gold_weight: float = 0.0
     num_proc: int = 1
     fault_tolerant: bool = False

@@ -16,7 +16,7 @@ Example (a tiny random BERT with MiniLM's tokenizer, as ``encoder=tiny`` builds 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -135,32 +135,61 @@ class MultitaskModel(nn.Module):
             >>> model.predict(["WIN a free prize, call now"], tasks=["sms"])["sms"]  # doctest: +SKIP
             tensor([[0.0312, 0.9688]])
         """
-        tokenizer = tokenizer or self.tokenizer
-        if tokenizer is None:
-            raise ValueError("this model has no tokenizer: load it with load_checkpoint, or pass tokenizer=")
-        max_length = max_length or self.max_length
         names = list(tasks) if tasks else list(self.heads)
         unknown = [t for t in names if t not in self.heads]
         if unknown:
             raise KeyError(f"no head for task(s) {unknown} in this model; heads: {sorted(self.heads)}")
+        out = {t: torch.empty(len(texts), self.num_classes[t]) for t in names}
+        for idx, batch in self._batches(texts, batch_size, tokenizer, max_length):
+            for task, logits in self.forward_all(batch, names).items():
+                out[task][idx] = logits.float().softmax(-1).cpu()
+        return out
+
+    @torch.no_grad()
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        max_length: int | None = None,
+    ) -> torch.Tensor:
+        """The encoder's pooled vectors (len(texts) x hidden, float32), batched like ``predict``."""
+        out = torch.empty(len(texts), self.hidden_size)
+        for idx, batch in self._batches(texts, batch_size, tokenizer, max_length):
+            out[idx] = self.encode(batch).float().cpu()
+        return out
+
+    def _batches(
+        self,
+        texts: Sequence[str],
+        batch_size: int,
+        tokenizer: PreTrainedTokenizerBase | None,
+        max_length: int | None,
+    ) -> Iterator[tuple[list[int], Mapping[str, torch.Tensor]]]:
+        """Tokenized batches of texts of similar length on the model's device, in eval mode, each with
+        the positions of its texts."""
+        tokenizer = tokenizer or self.tokenizer
+        if tokenizer is None:
+            raise ValueError("this model has no tokenizer: load it with load_checkpoint, or pass tokenizer=")
+        max_length = max_length or self.max_length
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = {t: torch.empty(len(texts), self.num_classes[t]) for t in names}
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in idx],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            ).to(device)
-            for task, logits in self.forward_all(batch, names).items():
-                out[task][idx] = logits.float().softmax(-1).cpu()
-        self.train(was_training)
-        return out
+        try:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokenizer(
+                    [texts[i] for i in idx],
+                    truncation=True,
+                    max_length=max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(device)
+                yield idx, batch
+        finally:
+            self.train(was_training)
 
 
 __all__ = ["ClassificationHead", "MultitaskModel", "build_encoder", "soft_cross_entropy"]

@@ -35,6 +35,7 @@ from mtl.weak.lf import (
     regex_lf,
 )
 from mtl.weak.model_lf import checkpoint_lf, model_lf
+from mtl.weak.neighbours import extend_votes, similarity_lf
 
 __all__ = [
     "ABSTAIN",
@@ -48,6 +49,7 @@ __all__ = [
     "apply_lfs",
     "apply_temperature",
     "checkpoint_lf",
+    "extend_votes",
     "fit_temperature",
     "format_summary",
     "from_sparse",
@@ -63,6 +65,7 @@ __all__ = [
     "preprocessor",
     "regex_lf",
     "select_label_model",
+    "similarity_lf",
     "to_sparse",
     "write_summary",
 ]

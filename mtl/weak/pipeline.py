@@ -26,12 +26,13 @@ import datasets
 import numpy as np
 from datasets.fingerprint import Hasher
 
-from mtl.config import LabelModelChoice, Uncovered, WeakConfig
+from mtl.config import DenoiseMethod, LabelModelChoice, Uncovered, WeakConfig
 from mtl.metrics import compute_metrics
 from mtl.task import Task
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.analysis import lf_summary, write_summary
 from mtl.weak.apply import apply_lfs, label_matrix_from_column
+from mtl.weak.denoise import flag_label_issues, flag_report
 from mtl.weak.label_model import (
     LabelModel,
     LabelModelProtocol,
@@ -43,6 +44,7 @@ from mtl.weak.label_model import (
     log_loss,
     select_label_model,
 )
+from mtl.weak.neighbours import Embedder, cached_features, default_encoder, extend_votes, extension_report
 
 log = logging.getLogger("mtl.weak")
 
@@ -144,10 +146,14 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
         )
     L, names, failures = _matrices(task, dsd)
     gold = {s: np.asarray(dsd[s]["label"]) for s in _splits(dsd)}
+    knn = _extend(task, dsd, L, gold, cache_dir) if task.config.weak.knn.k else {}
     on = "gold" if "gold" in dsd else "dev"  # where the label model is chosen and calibrated
     analysis = lf_summary(L[on], names, gold[on])
     model, selection, fallback = _fit_label_model(task, L["train"], L[on], gold[on])
     probs, calibration = _training_probs(task, model, L["train"], L[on], gold[on])
+    denoise = {}
+    if task.config.weak.denoise.method != DenoiseMethod.none:
+        denoise = _denoise(task, dsd, probs, gold["train"], cache_dir)
     summary: dict[str, Any] = {
         "task": task.name,
         "lf_names": names,
@@ -158,6 +164,8 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
         "uncovered_policy": task.config.weak.uncovered,
         "calibration": calibration,
         "lf_failures": failures,
+        "knn": knn,
+        "denoise": denoise,
         **{split: _split_summary(task, model, L[split], gold[split]) for split in _splits(dsd)},
     }
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # one per process: runs may race
@@ -173,6 +181,70 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
     except OSError:  # another run with the same cache key published it first: keep theirs (same inputs)
         shutil.rmtree(tmp, ignore_errors=True)
     return WeakLabels(probs, L, names, analysis, summary, folder)
+
+
+def _features(task: Task, dsd: datasets.DatasetDict, split: str, cache_dir: str | Path) -> np.ndarray:
+    """A split's vectors in ``weak.embedding``'s space (cached)."""
+    cfg = task.config.weak.embedding
+    embed = Embedder.load(cfg.encoder or default_encoder(), cfg.max_length)
+    return cached_features(task.name, split, dsd[split], embed, cache_dir)
+
+
+def _extend(
+    task: Task,
+    dsd: datasets.DatasetDict,
+    L: dict[str, np.ndarray],
+    gold: dict[str, np.ndarray],
+    cache_dir: str | Path,
+) -> dict[str, Any]:
+    """``weak.knn``: every split's uncovered rows take votes from their nearest covered train rows (``L``
+    is changed in place); returns coverage before/after per split and, off train, the extended votes'
+    accuracy on gold."""
+    cfg = task.config.weak.knn
+    feats = {s: _features(task, dsd, s, cache_dir) for s in L}
+    # every split borrows from the train votes as the LFs cast them
+    ext = {s: extend_votes(L[s], feats[s], L["train"], feats["train"], cfg.k, cfg.min_similarity) for s in L}
+    report = {s: extension_report(L[s], ext[s], None if s == "train" else gold[s]) for s in L}
+    L.update(ext)
+    on = "gold" if "gold" in L else "dev"
+    log.info(
+        "task %s: kNN vote extension (k=%d, min_similarity %.2f): train coverage %.3f -> %.3f; "
+        "extended votes' accuracy on the %s split's gold %.3f (%d votes)",
+        task.name,
+        cfg.k,
+        cfg.min_similarity,
+        report["train"]["coverage_before"],
+        report["train"]["coverage_after"],
+        on,
+        report[on]["extended_vote_accuracy"],
+        report[on]["extended_votes"],
+    )
+    return report
+
+
+def _denoise(
+    task: Task, dsd: datasets.DatasetDict, probs: np.ndarray, train_gold: np.ndarray, cache_dir: str | Path
+) -> dict[str, Any]:
+    """``weak.denoise``: flag training rows whose weak label is probably wrong (``mtl.weak.denoise``) and
+    drop them or scale their targets (``probs`` is changed in place); returns the flags' figures, scored
+    against the train split's own labels (gold where the data has it: then ``precision_at`` is the share
+    of truly wrong weak labels among the most suspect rows)."""
+    cfg = task.config.weak.denoise
+    flags, scores = flag_label_issues(_features(task, dsd, "train", cache_dir), probs, cfg.folds)
+    report = flag_report(flags, scores, probs.argmax(1), train_gold)
+    probs[flags] *= 0.0 if cfg.method == DenoiseMethod.drop else cfg.weight
+    log.info(
+        "task %s: weak.denoise (%s): %d of %d weakly labeled train rows flagged; against the train "
+        "split's labels: weak-label error rate %.3f, flagged rows wrong %.3f, precision at %s",
+        task.name,
+        cfg.method,
+        report["flagged"],
+        report["rows"],
+        report["error_rate"],
+        report["flagged_precision"],
+        report["precision_at"],
+    )
+    return report
 
 
 def _fit_label_model(

@@ -10,11 +10,11 @@ import datasets
 import numpy as np
 import pytest
 
-from mtl.config import SourceConfig, TaskConfig, WeakConfig
+from mtl.config import DenoiseConfig, EmbeddingConfig, KnnConfig, SourceConfig, TaskConfig, WeakConfig
 from mtl.prepare import load_task_splits, training_targets
 from mtl.task import Task
 from mtl.types import MtlError
-from mtl.weak import MajorityVote, apply_temperature
+from mtl.weak import MajorityVote, apply_temperature, pipeline
 from mtl.weak.pipeline import weak_label
 
 
@@ -84,6 +84,58 @@ def test_gold_rows_of_the_training_folds_are_mixed_in_at_their_weight(
     assert [p.index(max(p)) for p in tail["label_probs"]] == gold["label"]  # one-hot on the gold class
     assert {round(sum(p), 6) for p in tail["label_probs"]} == {2.5}  # ... scaled by the weight
     assert max(sum(p) for p in mixed.select(range(len(weak_only)))["label_probs"]) <= 1 + 1e-6
+
+
+def test_knn_extension_covers_uncovered_rows_before_the_label_model(
+    spam_folder: Path, tmp_path: Path, tiny_encoder_dir: Path
+) -> None:
+    cfg = _task(spam_folder, tmp_path)
+    task = Task("spam", cfg)
+    dsd = load_task_splits(task, tmp_path / "cache")
+    plain = weak_label(task, dsd, tmp_path / "cache")
+    cfg.weak.knn = KnnConfig(k=3, min_similarity=-1.0)
+    cfg.weak.embedding = EmbeddingConfig(encoder=str(tiny_encoder_dir), max_length=16)
+    wl = weak_label(Task("spam", cfg), dsd, tmp_path / "cache")
+    knn = wl.summary["knn"]
+    before = float((plain.L["train"] != -1).any(1).mean())
+    assert knn["train"]["coverage_before"] == pytest.approx(before) and before < 1
+    assert knn["train"]["coverage_after"] == 1.0 and (wl.L["train"] != -1).any(1).all()  # every row now
+    covered = (plain.L["train"] != -1).any(1)
+    assert (wl.L["train"][covered] == plain.L["train"][covered]).all()  # the LFs' own votes stay
+    assert 0 <= knn["dev"]["extended_vote_accuracy"] <= 1 and knn["dev"]["extended_votes"] > 0
+    assert len(training_targets(Task("spam", cfg), dsd, tmp_path / "cache")) == len(dsd["train"])
+    assert wl.folder != plain.folder  # its own cache entry
+
+
+def test_denoise_drops_or_downweights_the_flagged_rows(
+    spam_folder: Path, tmp_path: Path, tiny_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def three_flags(feats: np.ndarray, probs: np.ndarray, folds: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(probs.sum(1) > 0)
+        assert feats.shape == (len(probs), 32) and folds == 2  # the train split's vectors, the config's folds
+        flags = np.zeros(len(probs), dtype=bool)
+        flags[rows[:3]] = True  # the flagger itself: tests/unit/test_denoise.py
+        return flags, np.where(probs.sum(1) > 0, 1.0 - flags, np.nan)
+
+    monkeypatch.setattr(pipeline, "flag_label_issues", three_flags)
+    cfg = _task(spam_folder, tmp_path)
+    cfg.weak.embedding = EmbeddingConfig(encoder=str(tiny_encoder_dir), max_length=16)
+    dsd = load_task_splits(Task("spam", cfg), tmp_path / "cache")
+    plain = weak_label(Task("spam", cfg), dsd, tmp_path / "cache").train_probs
+    out = {}
+    for method in ("drop", "downweight"):
+        cfg.weak.denoise = DenoiseConfig(method=method, weight=0.25, folds=2)  # type: ignore[arg-type]
+        wl = weak_label(Task("spam", cfg), dsd, tmp_path / "cache")
+        out[method] = wl.train_probs
+        report = wl.summary["denoise"]
+        assert report["rows"] == int((plain.sum(1) > 0).sum()) and set(report["precision_at"]) == {
+            "100",
+            "500",
+        }
+    flagged = (out["drop"].sum(1) == 0) & (plain.sum(1) > 0)
+    assert flagged.sum() == report["flagged"] == 3
+    assert np.allclose(out["downweight"][flagged], plain[flagged] * 0.25)
+    assert np.allclose(out["downweight"][~flagged], plain[~flagged])
 
 
 def test_label_probabilities_are_calibrated_on_dev_unless_disabled(spam_folder: Path, tmp_path: Path) -> None:
