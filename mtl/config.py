@@ -537,6 +537,23 @@ class GoldConfig:
 
 
 @dataclass
+class SelfTrainConfig:
+    """Self-training on the weak tasks (``self_train``): after the weak-label run, its model relabels
+    every row of each weak task's train split (the uncovered ones too); the rows it predicts with at least
+    ``min_confidence`` keep that class as a hard label, the others leave training, and the run is
+    trained again on those labels from the same start, ``rounds`` times. Dev, test and (``gold.mode``)
+    the gold rows are as before.
+
+    Attributes:
+        rounds: relabel-and-retrain rounds (0: off).
+        min_confidence: the predicted probability a row needs to be kept.
+    """
+
+    rounds: int = 0
+    min_confidence: float = 0.9
+
+
+@dataclass
 class TrainConfig:
     """Root config of ``mtl-train``.
 
@@ -553,6 +570,7 @@ class TrainConfig:
     keep_old_heads: bool = True
     resume: bool = False
     gold: GoldConfig = field(default_factory=GoldConfig)
+    self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     seed: int = 42
     data_root: str = MISSING
     cache_dir: str = MISSING

@@ -16,15 +16,25 @@ from typing import Any
 
 import datasets
 import hydra
+import numpy as np
 import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mtl.checkpoint import load_checkpoint
 from mtl.cli import resolved, run_tasks, user_errors
-from mtl.config import CONF_DIR, EncoderConfig, GoldConfig, GoldMode, TaskConfig, TrainerConfig
+from mtl.config import (
+    CONF_DIR,
+    EncoderConfig,
+    GoldConfig,
+    GoldMode,
+    SelfTrainConfig,
+    TaskConfig,
+    TrainerConfig,
+)
 from mtl.dist import release, state
 from mtl.evaluate import TaskMetrics, mean_metric, write_report
-from mtl.prepare import load_tasks
+from mtl.prepare import load_task_splits, load_tasks
 from mtl.starting_model import starting_model
 from mtl.task import Task
 from mtl.trainer import Trainer
@@ -48,20 +58,89 @@ def main(cfg: DictConfig) -> float:
 def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     """One run of a composed ``train`` config: returns what ``report.json`` holds (``mtl-bench`` calls
     this in-process for each cell, with ``echo=False``: no table printed). With ``gold.mode=finetune``
-    the run is two trainings (``gold_stages``); the report compares them."""
-    stages = gold_stages(cfg)
-    if len(stages) == 1:
-        return train_once(stages[0], echo)
-    weak, final = stages
-    done = Path(weak.output_dir) / "report.json"
-    if done.exists() and (Path(weak.output_dir) / "checkpoint").is_dir():
-        log.info("gold.mode=finetune: the weak stage finished before; reusing %s", done.parent)
-        first = json.loads(done.read_text())
-    else:
+    the run is two trainings (``gold_stages``), with ``self_train.rounds`` the weak-label training is
+    repeated on the model's own confident labels (``self_train_rounds``); the report shows each."""
+    weak, *final = gold_stages(cfg)
+    if final:
         log.info("gold.mode=finetune: stage 1 of 2, weak labels, in %s", weak.output_dir)
-        first = train_once(weak, echo=False)
-    log.info("gold.mode=finetune: stage 2 of 2, the training folds' gold rows, from %s", final.init_from)
-    return train_once(final, echo, weak_stage=first)
+    first = self_train_rounds(weak, echo=not final, reuse=bool(final))
+    if not final:
+        return first
+    log.info("gold.mode=finetune: stage 2 of 2, the training folds' gold rows, from %s", final[0].init_from)
+    return train_once(final[0], echo, weak_stage=first)
+
+
+def self_train_rounds(cfg: DictConfig, echo: bool, reuse: bool = False) -> dict[str, Any]:
+    """The weak-label run and, with ``self_train.rounds`` R, R more: round r + 1 trains on round r's
+    confident predictions of the weak tasks' train rows (``relabel``). Round r < R runs in
+    ``<output_dir>/round<r>`` (a finished one is reused), the last in ``output_dir`` (reused too with
+    ``reuse``: a finetune's weak stage)."""
+    st: SelfTrainConfig = OmegaConf.to_object(cfg.self_train)  # type: ignore[assignment]
+    if st.rounds < 0 or not 0 <= st.min_confidence <= 1:
+        raise MtlError(
+            f"self_train.rounds must be >= 0 and self_train.min_confidence in [0, 1], got {st.rounds} and "
+            f"{st.min_confidence}"
+        )
+    weak = [str(t) for t, c in cfg.tasks.items() if c.labels != "gold"]
+    if st.rounds and not weak:
+        raise MtlError("self_train.rounds: no task of the run has weak labels (labels: weak or a .npy file)")
+    out = Path(cfg.output_dir)
+    history: list[dict[str, Any]] = []
+    run = cfg
+    for r in range(st.rounds + 1):
+        last = r == st.rounds
+        run = copy.deepcopy(run)
+        with open_dict(run):
+            run.output_dir = str(out if last else out / f"round{r}")
+        folder = Path(run.output_dir)
+        if (reuse or not last) and (folder / "report.json").exists() and (folder / "checkpoint").is_dir():
+            log.info("%s finished before; reusing it", folder)
+            report = json.loads((folder / "report.json").read_text())
+        else:
+            if st.rounds:
+                log.info("self_train: round %d of %d, in %s", r, st.rounds, run.output_dir)
+            report = train_once(run, echo and last, self_training=history)
+        if last:
+            return report
+        kept = relabel(run, weak, Path(run.output_dir), st.min_confidence)
+        history.append({"round": r, "mean": report["mean"], "kept": {t: k for t, (_, k) in kept.items()}})
+        log.info(
+            "self_train: round %d: mean dev %.4f, test %.4f", r, report["mean"]["dev"], report["mean"]["test"]
+        )
+        with open_dict(run):
+            for t, (path, _) in kept.items():
+                run.tasks[t].labels = str(path)
+    raise AssertionError("unreachable")
+
+
+def relabel(
+    cfg: DictConfig, tasks: list[str], run: Path, min_confidence: float
+) -> dict[str, tuple[Path, float]]:
+    """The trained model of ``run`` relabels every train row of ``tasks``: a row predicted with at least
+    ``min_confidence`` gets that class (one-hot), the others zeros (left out of training). Saved as
+    ``<run>/pseudo_labels/<task>.npy`` (aligned with the train split); returns each file and the share
+    of rows kept."""
+    proc = state()
+    configs = run_tasks(cfg)
+    out: dict[str, tuple[Path, float]] = {}
+    with proc.main_process_first():  # the main process predicts and writes; the others read
+        model = load_checkpoint(run / "checkpoint")[0].to(proc.device) if proc.is_main_process else None
+        for name in tasks:
+            path = run / "pseudo_labels" / f"{name}.npy"
+            if model is None:
+                labels = np.load(path)
+                out[name] = (path, float(labels.any(1).mean()))
+                continue
+            texts = load_task_splits(configs[name], cfg.cache_dir, cfg.seed)["train"]["text"]
+            p = model.predict(texts, [name])[name].numpy()
+            keep = p.max(1) >= min_confidence
+            labels = np.zeros_like(p)
+            labels[np.flatnonzero(keep), p[keep].argmax(1)] = 1.0
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, labels)
+            out[name] = (path, float(keep.mean()))
+        log.info("self_train: task %s: %.1f%% of %d train rows kept", name, 100 * keep.mean(), len(p))
+    return out
 
 
 def gold_stages(cfg: DictConfig) -> list[DictConfig]:
@@ -114,9 +193,13 @@ def gold_stages(cfg: DictConfig) -> list[DictConfig]:
 
 
 def train_once(
-    cfg: DictConfig, echo: bool = True, weak_stage: dict[str, Any] | None = None
+    cfg: DictConfig,
+    echo: bool = True,
+    weak_stage: dict[str, Any] | None = None,
+    self_training: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One training run; ``weak_stage``: the report of the weak-label stage it continues (shown beside)."""
+    """One training run; ``weak_stage``: the report of the weak-label stage it continues, and
+    ``self_training``: the rounds before it (both shown beside its own figures)."""
     start = time.perf_counter()
     proc = state()  # before anything else: sets up the processes of a multi-process launch
     if not proc.is_main_process:
@@ -174,6 +257,9 @@ def train_once(
         }
         title = "Gold fine-tuning: test metric of the weak-label stage (before) and after"
         sections[title] = format_change(stage_change, "task / split")
+    if self_training:
+        extra["self_training"] = self_training
+        sections["Self-training: the rounds before this run"] = format_rounds(self_training)
     if trainer.accelerator.is_main_process:
         title = "Old tasks (heads kept from init_from, not trained): metric before and after"
         sections |= {title: format_change(old_change)} if old_change else {}
@@ -234,6 +320,15 @@ def old_task_change(
             b = before.get(split, {}).get(task, {}).get("metric", math.nan)
             out[f"{task}/{split}"] = {"before": b, "after": m["metric"], "change": m["metric"] - b}
     return out
+
+
+def format_rounds(rounds: list[dict[str, Any]]) -> str:
+    """A Markdown table of self-training's earlier rounds: mean dev/test metric, share of rows kept."""
+    rows = ["| round | mean dev | mean test | train rows kept for the next round |", "|---|---|---|---|"]
+    for r in rounds:
+        kept = ", ".join(f"{t} {100 * k:.1f}%" for t, k in r["kept"].items())
+        rows.append(f"| {r['round']} | {r['mean']['dev']:.4f} | {r['mean']['test']:.4f} | {kept} |")
+    return "\n".join(rows)
 
 
 def format_change(change: Mapping[str, Mapping[str, float]], what: str = "old task / split") -> str:

@@ -8,8 +8,8 @@ extension, similarity LFs.
   (in the spirit of Liger, Chen et al. 2022): each LF votes the similarity-weighted plurality of its votes
   among the ``k`` neighbours whose similarity reaches ``min_similarity``, and abstains where none of them
   has a vote of it. The search is ``faiss``: exact inner products up to ``EXACT_UP_TO`` covered rows, an
-  inverted-file index beyond (``nearest``), in chunks of queries, so memory is linear in the rows: no
-  n x n matrix is ever made.
+  inverted-file index beyond (``nearest``), in chunks of rows, so memory is linear in the rows: no n x n
+  matrix is ever made.
 * ``similarity_lf``: an LF voting the class whose seed examples (or label description) a text is most
   similar to.
 
@@ -51,7 +51,7 @@ from mtl.weak.lf import BatchLabelingFunction
 
 log = logging.getLogger("mtl.weak")
 
-EXACT_UP_TO = 200_000
+EXACT_UP_TO = 20_000
 """Up to this many covered rows the neighbour search is exact; beyond, an IVF index (``nearest``)."""
 CHUNK = 65_536
 """Queries searched at once: memory is ``CHUNK x k x LFs`` votes, whatever the number of rows."""
@@ -126,25 +126,36 @@ def cached_features(
     return feats
 
 
-def nearest(index_vecs: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` rows of ``index_vecs`` with the largest inner product with each query: (similarities,
-    row ids; -1 where there are fewer than ``k`` rows). Exact up to ``EXACT_UP_TO`` index rows; beyond, an
-    IVF index of ``4 sqrt(n)`` lists trained on a fixed sample, searching 16 of them (approximate)."""
-    n, d = index_vecs.shape
+def nearest(
+    index_vecs: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    index_rows: np.ndarray | None = None,
+    query_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``index_vecs`` (only ``index_rows`` when given) with the largest inner product
+    with each of ``queries`` (only ``query_rows``): (similarities, positions in ``index_rows``; -1 where
+    there are fewer than ``k`` rows). Exact up to ``EXACT_UP_TO`` index rows; beyond, an IVF index of
+    ``sqrt(n)`` lists (k-means on a fixed sample of 64 rows a list) searching 16 of them: approximate.
+    Rows are added and searched in chunks of ``CHUNK``, so nothing but the index holds a copy of them."""
+    rows = np.arange(len(index_vecs)) if index_rows is None else np.asarray(index_rows)
+    asked = np.arange(len(queries)) if query_rows is None else np.asarray(query_rows)
+    n, d = len(rows), index_vecs.shape[1]
     index: Any
     if n <= EXACT_UP_TO:
         index = faiss.IndexFlatIP(d)
     else:
-        nlist = int(4 * math.sqrt(n))
+        nlist = int(math.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
-        index.train(np.ascontiguousarray(index_vecs[np.sort(sample)]))
+        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False))
+        index.train(np.ascontiguousarray(index_vecs[rows[sample]], dtype=np.float32))
         index.nprobe = 16
-    index.add(np.ascontiguousarray(index_vecs, dtype=np.float32))
-    sims = np.empty((len(queries), k), dtype=np.float32)
-    ids = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), CHUNK):
-        q = np.ascontiguousarray(queries[start : start + CHUNK], dtype=np.float32)
+    for start in range(0, n, CHUNK):
+        index.add(np.ascontiguousarray(index_vecs[rows[start : start + CHUNK]], dtype=np.float32))
+    sims = np.empty((len(asked), k), dtype=np.float32)
+    ids = np.empty((len(asked), k), dtype=np.int64)
+    for start in range(0, len(asked), CHUNK):
+        q = np.ascontiguousarray(queries[asked[start : start + CHUNK]], dtype=np.float32)
         sims[start : start + len(q)], ids[start : start + len(q)] = index.search(q, k)
     return sims, ids
 
@@ -167,7 +178,7 @@ def extend_votes(
     if not len(query) or not len(pool) or k < 1:
         return out
     k = min(k, len(pool))
-    sims, ids = nearest(feats_index[pool], feats[query], k)
+    sims, ids = nearest(feats_index, feats, k, index_rows=pool, query_rows=query)
     classes = int(max(L_index.max(), 0)) + 1
     for start in range(0, len(query), CHUNK):
         s, i = sims[start : start + CHUNK], ids[start : start + CHUNK]

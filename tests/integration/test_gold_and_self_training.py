@@ -1,10 +1,12 @@
-"""Gold labels in training (``gold.mode``): mix and finetune on real weak labels, cross-fitted honestly."""
+"""Gold labels in training (``gold.mode``: mix and finetune, cross-fitted honestly) and self-training
+(``self_train``), on real weak labels."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -81,3 +83,24 @@ def test_gold_modes_fail_clearly(tmp_path: Path) -> None:
         train(_cfg(tmp_path, "gold.mode=mix", "gold.fold=4"), echo=False)
     with pytest.raises(Exception, match=r"gold.trainer names unknown trainer keys \['lr'\]"):
         train(_cfg(tmp_path, "gold.mode=finetune", "+gold.trainer.lr=1e-5"), echo=False)
+
+
+def test_self_training_relabels_the_train_rows_and_is_reproducible(tmp_path: Path) -> None:
+    reports, labels = [], []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        cfg = _cfg(tmp_path, "self_train.rounds=1", "self_train.min_confidence=0.5", f"output_dir={out}")
+        reports.append(train(cfg, echo=False))
+        labels.append(np.load(out / "round0" / "pseudo_labels" / "youtube.npy"))
+        assert not (out / "round0" / "pseudo_labels" / "sms.npy").exists()  # gold-label tasks keep theirs
+    first = reports[0]
+    assert labels[0].shape == (first["sizes"]["youtube"]["train"], 2)  # uncovered rows relabeled too
+    kept = labels[0].any(1)
+    assert set(labels[0].sum(1).tolist()) <= {0.0, 1.0} and kept.mean() > 0  # one-hot or left out
+    (round0,) = first["self_training"]
+    assert round0["kept"]["youtube"] == pytest.approx(kept.mean())
+    assert first["train_labels"]["youtube"].endswith("round0/pseudo_labels/youtube.npy")
+    scores = [{t: m["metric"] for t, m in r["metrics"]["test"].items()} for r in reports]
+    assert (labels[0] == labels[1]).all() and scores[0] == scores[1]  # seeded: the same labels and model
+    with pytest.raises(Exception, match=r"self_train.rounds must be >= 0 and self_train.min_confidence in"):
+        train(_cfg(tmp_path, "self_train.rounds=1", "self_train.min_confidence=1.5"), echo=False)
