@@ -9,6 +9,7 @@ by ``datasets``' fingerprinting) leaves padding to ``Collator``, which pads per 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -21,6 +22,10 @@ from transformers import PreTrainedTokenizerBase
 from mtl.config import SplitConfig
 from mtl.sources import SPLITS, DataError, RawRow
 from mtl.types import ABSTAIN
+
+log = logging.getLogger("mtl.data")
+SMALL_FOLD = 30
+"""A held-out dev fold with fewer rows gets a warning: selecting a checkpoint on it is mostly noise."""
 
 
 def normalise_text(text: str) -> str:
@@ -130,6 +135,15 @@ def cross_fit(task: str, splits: dict[str, list[RawRow]], cfg: SplitConfig) -> d
         raise DataError(
             f"task {task!r}: split.dev_folds={k}: fold {fold} holds {len(held)} of the {len(dev)} dev rows, "
             f"leaving {'nothing to select on' if not held else 'nothing to train on'}; use fewer folds"
+        )
+    if len(held) < SMALL_FOLD:
+        log.warning(
+            "task %r: split.dev_folds=%d: fold %d holds %d dev rows; selecting on so few is mostly noise "
+            "(use fewer folds, or lift split.max_rows.dev)",
+            task,
+            k,
+            fold,
+            len(held),
         )
     return {"train": splits["train"], "dev": held, "test": splits["test"], "gold": rest}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,7 +232,7 @@ def test_cross_fitting_never_selects_on_a_row_it_trained_on(tmp_path: Path, labe
     assert all(label[t] == y for t, y in zip(first["text"], first["label"], strict=True))
 
 
-def test_cross_fitting_errors_name_the_task_and_key(tmp_path: Path) -> None:
+def test_cross_fitting_errors_name_the_task_and_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = _csv_task(_write_csv(tmp_path / "d.csv", [(f"r{i}", "pos") for i in range(30)]))
     cfg.split.dev_folds, cfg.split.max_rows = 5, {"dev": 3}
     weak = dataclasses.replace(cfg, labels="weak", weak=dataclasses.replace(cfg.weak, gold_weight=2.0))
@@ -239,6 +240,14 @@ def test_cross_fitting_errors_name_the_task_and_key(tmp_path: Path) -> None:
         Task("t", dataclasses.replace(weak, split=SplitConfig()))
     with pytest.raises(MtlError, match=r"task 't': weak.gold_weight must be >= 0, and is for weak labels"):
         Task("t", dataclasses.replace(weak, labels="gold"))
+    cfg.split.max_rows = {"dev": 12}
+    with caplog.at_level(logging.WARNING, logger="mtl.data"):
+        load_task_splits(
+            Task("t", dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, dev_folds=2))),
+            tmp_path / "w",
+        )
+    assert "task 't': split.dev_folds=2: fold 0 holds" in caplog.text and "mostly noise" in caplog.text
+    cfg.split.max_rows = {"dev": 3}
     with pytest.raises(DataError, match=r"task 't': split.dev_folds=5: fold \d holds 0 of the \d+ dev rows"):
         for fold in range(5):  # 3 dev rows in 5 folds: some fold is empty
             cfg.split.dev_fold = fold
