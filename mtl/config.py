@@ -353,6 +353,9 @@ class WeakConfig:
             (``KnnConfig``; off by default).
         denoise: flag training rows whose weak label is probably wrong, and drop or down-weight them
             (``DenoiseConfig``; off by default).
+        gold_lf: with ``split.dev_folds``: one more LF, ``gold_knn``, voting the similarity-weighted
+            class of each row's ``gold_lf`` nearest gold rows of the training folds (in
+            ``embedding``'s space; a gold row leaves itself out); 0: off.
         gold_weight: with ``split.dev_folds``: the gold rows of the training folds join the weak
             training rows, each with this loss weight (a weak row weighs at most 1); 0: they are not
             used (``gold.mode=mix`` sets it for every weak task).
@@ -372,6 +375,7 @@ class WeakConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    gold_lf: int = 0
     gold_weight: float = 0.0
     num_proc: int = 1
     fault_tolerant: bool = False
@@ -526,6 +530,8 @@ class GoldConfig:
         folds: number of dev folds (>= 2).
         fold: the fold held out, 0 .. ``folds`` - 1.
         weight: ``mix``: the loss weight of a gold row (a weak row weighs at most 1).
+        lf: also label with the gold rows: an LF voting the class of each row's ``lf`` nearest gold rows
+            (``weak.gold_lf`` of every weak task); 0: off.
         trainer: ``finetune``: trainer keys of the gold stage (e.g. ``{min_steps: 400, lr: ...}``).
     """
 
@@ -533,6 +539,7 @@ class GoldConfig:
     folds: int = 5
     fold: int = 0
     weight: float = 1.0
+    lf: int = 0
     trainer: dict[str, Any] = field(default_factory=lambda: {"min_steps": 400, "eval_every_steps": 50})
 
 

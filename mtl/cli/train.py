@@ -1,7 +1,9 @@
 """``mtl-train``: compose -> build -> fit -> evaluate on test -> report; returns the best mean dev metric.
 
 With ``gold.mode`` (``mtl.config.GoldConfig``) the dev split's gold labels are trained on too,
-cross-fitted: ``gold_stages`` turns the config into the run(s) that does."""
+cross-fitted: ``gold_stages`` turns the config into the run(s) that does; with ``self_train.rounds``
+(``mtl.config.SelfTrainConfig``) the weak-label run is repeated on its own confident labels
+(``self_train_rounds``)."""
 
 from __future__ import annotations
 
@@ -139,7 +141,7 @@ def relabel(
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, labels)
             out[name] = (path, float(keep.mean()))
-        log.info("self_train: task %s: %.1f%% of %d train rows kept", name, 100 * keep.mean(), len(p))
+            log.info("self_train: task %s: %.1f%% of %d train rows kept", name, 100 * keep.mean(), len(p))
     return out
 
 
@@ -163,8 +165,10 @@ def gold_stages(cfg: DictConfig) -> list[DictConfig]:
         raise MtlError(
             f"gold.folds must be >= 2 and gold.fold in 0..gold.folds-1, got {gold.folds} and {gold.fold}"
         )
-    if gold.mode == GoldMode.mix and gold.weight <= 0:
-        raise MtlError(f"gold.weight must be > 0 with gold.mode=mix, got {gold.weight}")
+    if (gold.mode == GoldMode.mix and gold.weight <= 0) or gold.lf < 0:
+        raise MtlError(
+            f"gold.weight must be > 0 with gold.mode=mix and gold.lf >= 0, got {gold.weight}, {gold.lf}"
+        )
     base = copy.deepcopy(cfg)
     with open_dict(base):
         base.gold.mode = GoldMode.none.value
@@ -173,6 +177,8 @@ def gold_stages(cfg: DictConfig) -> list[DictConfig]:
             base.tasks[t].split.dev_fold = gold.fold
             if gold.mode == GoldMode.mix:
                 base.tasks[t].weak.gold_weight = gold.weight
+            if gold.lf:
+                base.tasks[t].weak.gold_lf = gold.lf
     if gold.mode == GoldMode.mix:
         return [base]
     first, final = copy.deepcopy(base), copy.deepcopy(base)

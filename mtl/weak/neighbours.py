@@ -182,11 +182,42 @@ def extend_votes(
     classes = int(max(L_index.max(), 0)) + 1
     for start in range(0, len(query), CHUNK):
         s, i = sims[start : start + CHUNK], ids[start : start + CHUNK]
-        weight = np.where((i >= 0) & (s >= min_similarity), s, 0.0)[..., None]  # (c, k, 1)
         votes = L_index[pool[np.maximum(i, 0)]]  # (c, k, LFs)
-        score = np.stack([((votes == c) * weight).sum(1) for c in range(classes)], -1)  # (c, LFs, classes)
-        out[query[start : start + CHUNK]] = np.where(score.max(-1) > 0, score.argmax(-1), ABSTAIN)
+        out[query[start : start + CHUNK]] = weighted_vote(
+            votes, np.where(i >= 0, s, -np.inf), min_similarity, classes
+        )
     return out
+
+
+def weighted_vote(votes: np.ndarray, sims: np.ndarray, min_similarity: float, classes: int) -> np.ndarray:
+    """Per row and column of ``votes`` (rows x neighbours x columns), the class with the largest summed
+    similarity (floored at a tiny positive weight) among the neighbours at ``min_similarity`` or more that
+    vote (ties: the lower class; ``ABSTAIN`` where none does)."""
+    weight = np.where(sims >= min_similarity, np.maximum(sims, 1e-6), 0.0)[..., None]  # (c, k, 1)
+    score = np.stack([((votes == c) * weight).sum(1) for c in range(classes)], -1)  # (c, columns, classes)
+    return np.where(score.max(-1) > 0, score.argmax(-1), ABSTAIN).astype(votes.dtype)
+
+
+def gold_neighbour_votes(
+    feats: np.ndarray,
+    gold_feats: np.ndarray,
+    gold_labels: np.ndarray,
+    k: int,
+    classes: int,
+    same: bool = False,
+) -> np.ndarray:
+    """An LF from labeled rows: each row votes the similarity-weighted plurality class of its ``k``
+    nearest rows of ``gold_feats`` (labels ``gold_labels``). ``same``: the rows are the gold rows
+    themselves, and each leaves itself out (so a gold row's vote never sees its own label)."""
+    sims, ids = nearest(gold_feats, feats, min(k + same, len(gold_feats)))
+    if same:  # drop each row's own entry (its first neighbour, or wherever an equal vector put it)
+        own = ids == np.arange(len(feats))[:, None]
+        own[~own.any(1), -1] = True  # no self match found: drop the farthest instead
+        keep = ~own
+        sims = sims[keep].reshape(len(feats), -1)
+        ids = ids[keep].reshape(len(feats), -1)
+    votes = np.asarray(gold_labels)[np.maximum(ids, 0)][..., None].astype(np.int16)
+    return weighted_vote(votes, np.where(ids >= 0, sims, -np.inf), -1.0, classes)[:, 0]
 
 
 def extension_report(before: np.ndarray, after: np.ndarray, gold: np.ndarray | None = None) -> dict[str, Any]:
@@ -253,7 +284,9 @@ __all__ = [
     "default_encoder",
     "extend_votes",
     "extension_report",
+    "gold_neighbour_votes",
     "nearest",
     "normalise",
     "similarity_lf",
+    "weighted_vote",
 ]

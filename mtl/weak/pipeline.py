@@ -44,7 +44,14 @@ from mtl.weak.label_model import (
     log_loss,
     select_label_model,
 )
-from mtl.weak.neighbours import Embedder, cached_features, default_encoder, extend_votes, extension_report
+from mtl.weak.neighbours import (
+    Embedder,
+    cached_features,
+    default_encoder,
+    extend_votes,
+    extension_report,
+    gold_neighbour_votes,
+)
 
 log = logging.getLogger("mtl.weak")
 
@@ -146,6 +153,9 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
         )
     L, names, failures = _matrices(task, dsd)
     gold = {s: np.asarray(dsd[s]["label"]) for s in _splits(dsd)}
+    if task.config.weak.gold_lf:
+        names = [*names, "gold_knn"]
+        L = _with_gold_lf(task, dsd, L, cache_dir)
     knn = _extend(task, dsd, L, gold, cache_dir) if task.config.weak.knn.k else {}
     on = "gold" if "gold" in dsd else "dev"  # where the label model is chosen and calibrated
     analysis = lf_summary(L[on], names, gold[on])
@@ -188,6 +198,25 @@ def _features(task: Task, dsd: datasets.DatasetDict, split: str, cache_dir: str 
     cfg = task.config.weak.embedding
     embed = Embedder.load(cfg.encoder or default_encoder(), cfg.max_length)
     return cached_features(task.name, split, dsd[split], embed, cache_dir)
+
+
+def _with_gold_lf(
+    task: Task, dsd: datasets.DatasetDict, L: dict[str, np.ndarray], cache_dir: str | Path
+) -> dict[str, np.ndarray]:
+    """``weak.gold_lf``: every split's L with one more column, the votes of the nearest gold rows of the
+    training folds (``gold_neighbour_votes``; on those rows themselves, leaving each out)."""
+    if "gold" not in dsd:
+        raise MtlError(
+            f"task {task.name!r}: weak.gold_lf votes with the gold rows of the training dev folds, so dev "
+            f"must be cross-fitted: set gold.mode (or tasks.{task.name}.split.dev_folds)"
+        )
+    feats = {s: _features(task, dsd, s, cache_dir) for s in L}
+    y, k = np.asarray(dsd["gold"]["label"]), task.config.weak.gold_lf
+    out = {}
+    for s, mat in L.items():
+        col = gold_neighbour_votes(feats[s], feats["gold"], y, k, task.num_classes, same=s == "gold")
+        out[s] = np.concatenate([mat, col[:, None].astype(mat.dtype)], axis=1)
+    return out
 
 
 def _extend(

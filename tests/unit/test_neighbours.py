@@ -93,3 +93,16 @@ def test_similarity_lf_votes_the_nearest_seed_class(tiny_encoder_dir: Path) -> N
     assert strict.vote_batch([{"text": seeds[1][0]}]) == [ABSTAIN]  # nothing reaches the threshold
     with pytest.raises(MtlError, match="similarity_lf 'empty': give at least one seed text"):
         neighbours.similarity_lf("empty", {0: []})
+
+
+def test_gold_neighbour_votes_leave_each_gold_row_out() -> None:
+    feats, y = _clusters(30, 2)
+    gold_rows = np.arange(0, 60, 2)  # every other row is a gold row
+    labels = y[gold_rows].copy()
+    labels[0] = 1  # a wrong label in cluster 0
+    other = np.arange(1, 60, 2)
+    votes = neighbours.gold_neighbour_votes(feats[other], feats[gold_rows], labels, 3, 2)
+    assert (votes == y[other]).mean() > 0.95  # a kNN classifier on the gold rows
+    own = neighbours.gold_neighbour_votes(feats[gold_rows], feats[gold_rows], labels, 3, 2, same=True)
+    assert own[0] == 0  # the wrong label is outvoted by its neighbours: it never votes for itself
+    assert (own == y[gold_rows]).mean() > 0.95

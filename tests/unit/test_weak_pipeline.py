@@ -138,6 +138,23 @@ def test_denoise_drops_or_downweights_the_flagged_rows(
     assert np.allclose(out["downweight"][~flagged], plain[~flagged])
 
 
+def test_gold_lf_votes_with_the_training_folds_gold_rows(
+    spam_folder: Path, tmp_path: Path, tiny_encoder_dir: Path
+) -> None:
+    cfg = _task(spam_folder, tmp_path, gold_lf=3)
+    cfg.weak.embedding = EmbeddingConfig(encoder=str(tiny_encoder_dir), max_length=16)
+    with pytest.raises(MtlError, match=r"task 'spam': weak.gold_lf votes with the gold rows .* cross-fitted"):
+        weak_label(
+            Task("spam", cfg), load_task_splits(Task("spam", cfg), tmp_path / "cache"), tmp_path / "cache"
+        )
+    cfg.split.dev_folds, cfg.split.dev_fold = 2, 1
+    dsd = load_task_splits(Task("spam", cfg), tmp_path / "cache")
+    wl = weak_label(Task("spam", cfg), dsd, tmp_path / "cache")
+    assert wl.lf_names[-1] == "gold_knn" and wl.summary["selected_on"] == "gold"
+    assert all(wl.L[s].shape == (len(dsd[s]), len(wl.lf_names)) for s in ("train", "dev", "test", "gold"))
+    assert (wl.L["train"][:, -1] != -1).all()  # a kNN classifier votes on every row
+
+
 def test_label_probabilities_are_calibrated_on_dev_unless_disabled(spam_folder: Path, tmp_path: Path) -> None:
     raw = _task(spam_folder, tmp_path, calibrate=False)
     dsd = load_task_splits(Task("spam", raw), tmp_path / "cache")
