@@ -110,7 +110,7 @@ def cached_features(
         if {k: meta.get(k) for k in want} != want:
             raise MtlError(
                 f"task {task!r}, {split} split: the cached features in {folder} are of "
-                f"{ {k: meta.get(k) for k in want} }, not of {want} (weak.knn.encoder / max_length): "
+                f"{ {k: meta.get(k) for k in want} }, not of {want} (weak.embedding.encoder / max_length): "
                 "delete that folder to recompute them"
             )
         return np.load(folder / "features.npy")
