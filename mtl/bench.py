@@ -241,39 +241,25 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full") -> list[dict[str, Any]]:
     """Rows of the results table (setup, budget, task or ``mean``, mean/std/n over seeds, failures);
-    writes ``results.md``, ``results.csv`` and ``results.json`` into ``out``."""
+    writes ``results.md``, ``results.csv`` and ``results.json`` into ``out``. A setup whose runs trained
+    on weak labels gets a second row, ``<setup>: label model alone``: the label model's own test metric
+    in those runs (``label_model`` of their reports)."""
     rows = []
     for name, s in spec.setups.items():
         k = dev_folds(spec, name, size)
         for budget in s.budgets or [None]:
             mine = [c for c in cells if c.setup == name and c.budget == budget]
-            # a cross-fitted setup's seed scores the mean over its folds' models, all folds or none
-            folds: dict[int, dict[str, list[float]]] = {}
-            failed: dict[str, list[str]] = {}
-            for c in mine:
-                for t in c.tasks:
-                    if c.result.get("status") == "ok":
-                        score = float(c.result["metrics"]["test"][t]["metric"])
-                        folds.setdefault(c.seed, {}).setdefault(t, []).append(score)
-                    else:
-                        where = f"seed {c.seed}" + ("" if c.fold is None else f" fold {c.fold}")
-                        failed.setdefault(t, []).append(f"{where}: {c.result.get('error', '?')}")
-            per_seed = {
-                seed: {t: statistics.mean(v) for t, v in by_task.items() if len(v) == max(k, 1)}
-                for seed, by_task in folds.items()
-            }
-            for t in s.tasks:
-                vals = [m[t] for m in per_seed.values() if t in m]
-                rows.append(
-                    {"setup": name, "budget": budget, "task": t, **_stats(vals), "failed": failed.get(t, [])}
+            rows += _rows(name, budget, s.tasks, mine, k, lambda r, t: r["metrics"]["test"][t]["metric"])
+            if any(c.result.get("label_model") for c in mine):
+                alone = _rows(
+                    f"{name}: label model alone",
+                    budget,
+                    s.tasks,
+                    mine,
+                    k,
+                    lambda r, t: r["label_model"][t]["test"],
                 )
-            complete = [
-                statistics.mean(m[t] for t in s.tasks) for m in per_seed.values() if len(m) == len(s.tasks)
-            ]
-            all_failed = sorted({f for fs in failed.values() for f in fs})
-            rows.append(
-                {"setup": name, "budget": budget, "task": "mean", **_stats(complete), "failed": all_failed}
-            )
+                rows += [r for r in alone if r["n"] or r["task"] == "mean"]
     runs = {c.folder: c for c in cells} | {c.pretrain.folder: c.pretrain for c in cells if c.pretrain}
     seconds = sum(float(c.result.get("wall_seconds", 0.0)) for c in runs.values())
     n_pre = sum(c.setup == "pretrain" for c in runs.values())
@@ -284,6 +270,46 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
     )
     slices = slice_report(spec, cells) if spec.slice_report else ""
     _write_tables(spec, rows, out, size, compute, slices)
+    return rows
+
+
+def _rows(
+    setup: str,
+    budget: int | None,
+    tasks: Sequence[str],
+    cells: list[Cell],
+    folds: int,
+    score: Callable[[dict[str, Any], str], float],
+) -> list[dict[str, Any]]:
+    """One setup's rows: per task and the mean over tasks, mean/std/n over seeds of ``score(report,
+    task)``. A cross-fitted setup's seed scores the mean over its folds' models, all folds or none; a
+    task a report has no score for is left out."""
+    by_seed: dict[int, dict[str, list[float]]] = {}
+    failed: dict[str, list[str]] = {}
+    for c in cells:
+        for t in c.tasks:
+            if c.result.get("status") == "ok":
+                try:
+                    value = float(score(c.result, t))
+                except KeyError:  # no score of this kind for this task
+                    continue
+                by_seed.setdefault(c.seed, {}).setdefault(t, []).append(value)
+            else:
+                where = f"seed {c.seed}" + ("" if c.fold is None else f" fold {c.fold}")
+                failed.setdefault(t, []).append(f"{where}: {c.result.get('error', '?')}")
+    per_seed = {
+        seed: {t: statistics.mean(v) for t, v in by_task.items() if len(v) == max(folds, 1)}
+        for seed, by_task in by_seed.items()
+    }
+    rows = []
+    for t in tasks:
+        vals = [m[t] for m in per_seed.values() if t in m]
+        rows.append(
+            {"setup": setup, "budget": budget, "task": t, **_stats(vals), "failed": failed.get(t, [])}
+        )
+    complete = [statistics.mean(m[t] for t in tasks) for m in per_seed.values() if len(m) == len(tasks)]
+    all_failed = sorted({f for fs in failed.values() for f in fs})
+    rows.append({"setup": setup, "budget": budget, "task": "mean", **_stats(complete), "failed": all_failed})
     return rows
 
 

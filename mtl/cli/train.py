@@ -41,6 +41,7 @@ from mtl.starting_model import starting_model
 from mtl.task import Task
 from mtl.trainer import Trainer
 from mtl.types import MtlError
+from mtl.weak.pipeline import weak_label
 
 log = logging.getLogger("mtl.train")
 
@@ -250,6 +251,7 @@ def train_once(
         **gpu_memory(trainer.accelerator.device),
         "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
         "train_labels": {t: task.config.labels for t, task in tasks.items()},
+        "label_model": label_model_alone(tasks, cfg.cache_dir, cfg.seed),
         "init": init.as_dict(),
         "old_tasks": old_change,
     }
@@ -274,6 +276,17 @@ def train_once(
             print(f"\n{table}\n\nreport: {Path(cfg.output_dir).resolve() / 'report.md'}")
     trainer.accelerator.free_memory()  # the prepared (DDP-wrapped) model and optimizer
     return {"metrics": results, "mean": {s: mean_metric(r) for s, r in results.items()}, **extra}
+
+
+def label_model_alone(tasks: Mapping[str, Task], cache_dir: str, seed: int) -> dict[str, dict[str, float]]:
+    """Per task with ``labels: weak``: its label model's own metric on dev and test, on all rows (what
+    the weak labels alone are worth; read from the weak-label cache the run filled)."""
+    out = {}
+    for name, task in tasks.items():
+        if task.config.labels == "weak":
+            s = weak_label(task, load_task_splits(task, cache_dir, seed), cache_dir).summary
+            out[name] = {split: float(s[split][f"{task.metric}_all_rows"]) for split in ("dev", "test")}
+    return out
 
 
 def gpu_memory(device: torch.device) -> dict[str, float]:

@@ -211,3 +211,16 @@ def test_gold_in_training_setups_run_every_fold_with_gold_mode(tmp_path: Path) -
     assert [(c.setup, c.fold) for c in cells] == [("mix", 0), ("mix", 1), ("finetune", 0), ("finetune", 1)]
     assert {"gold.mode=finetune", "gold.folds=2", "gold.fold=1"} <= set(cells[3].overrides)
     assert not [o for o in cells[3].overrides if "labels=" in o or "dev_fold" in o]  # gold.* sets those
+
+    def runner(ov: list[str]) -> dict[str, Any]:
+        fold = int(next(o for o in ov if o.startswith("gold.fold="))[len("gold.fold=") :])
+        test = {t: {"metric": 0.6 + 0.1 * fold} for t in ("a", "b")}
+        return {"metrics": {"test": test}, "label_model": {"a": {"dev": 0.5, "test": 0.4 + 0.1 * fold}}}
+
+    for cell in cells:
+        run_cell(cell, runner, force=False, keep_checkpoint=False)
+    by = {(r["setup"], r["task"]): r for r in summarise(spec, cells, tmp_path)}
+    assert by[("mix", "a")]["mean"] == pytest.approx(0.65)  # the mean of the two fold models
+    assert by[("mix: label model alone", "a")]["mean"] == pytest.approx(0.45)  # the weak labels alone
+    assert ("mix: label model alone", "b") not in by  # no label model for b: no row
+    assert "| finetune: label model alone | all | 0.4500 (n=1) |" in (tmp_path / "results.md").read_text()
