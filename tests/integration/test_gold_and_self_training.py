@@ -72,6 +72,7 @@ def test_mix_adds_the_training_folds_gold_rows_at_their_weight(tmp_path: Path) -
     assert mix["dev"] < none_dev["dev"] / 2  # one fold of four
     assert mix["train"] == none_dev["train"] + (none_dev["dev"] - mix["dev"])  # + the other folds' rows
     assert mixed["sizes"]["sms"] == plain["sizes"]["sms"]  # gold-label tasks are not cross-fitted
+    assert set(mixed["label_model"]) == {"youtube"} and 0 <= mixed["label_model"]["youtube"]["test"] <= 1
 
 
 def test_gold_modes_fail_clearly(tmp_path: Path) -> None:
