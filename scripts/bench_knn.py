@@ -8,8 +8,8 @@ in a fresh process (peak RSS is the process's own):
 
 * ``plain``: the label model (mtl's Dawid-Skene) fit and predicted on L;
 * ``knn``: the vectors loaded, every uncovered row's votes extended from its 10 nearest covered rows
-  (``mtl.weak.neighbours.extend_votes``: faiss, IVF past 20k covered rows, chunked), then the same
-  label model on the extended L.
+  (``mtl.weak.neighbours.extend_votes``: faiss, IVF past 20k covered rows searching 8 lists, chunked),
+  then the same label model on the extended L.
 
 Reported: wall time and peak RSS of each, coverage before and after, the accuracy of the extended votes
 and of the label model's argmax on every row (uncovered rows take the model's prior) against the

@@ -53,6 +53,8 @@ log = logging.getLogger("mtl.weak")
 
 EXACT_UP_TO = 20_000
 """Up to this many covered rows the neighbour search is exact; beyond, an IVF index (``nearest``)."""
+NPROBE = 8
+"""IVF lists searched per query: recall against speed (at 1M rows, 8 of about 620 lists)."""
 CHUNK = 65_536
 """Queries searched at once: memory is ``CHUNK x k x LFs`` votes, whatever the number of rows."""
 
@@ -136,7 +138,8 @@ def nearest(
     """The ``k`` rows of ``index_vecs`` (only ``index_rows`` when given) with the largest inner product
     with each of ``queries`` (only ``query_rows``): (similarities, positions in ``index_rows``; -1 where
     there are fewer than ``k`` rows). Exact up to ``EXACT_UP_TO`` index rows; beyond, an IVF index of
-    ``sqrt(n)`` lists (k-means on a fixed sample of 64 rows a list) searching 16 of them: approximate.
+    ``sqrt(n)`` lists (k-means on a fixed sample of 64 rows a list) searching ``NPROBE`` of them:
+    approximate.
     Rows are added and searched in chunks of ``CHUNK``, so nothing but the index holds a copy of them."""
     rows = np.arange(len(index_vecs)) if index_rows is None else np.asarray(index_rows)
     asked = np.arange(len(queries)) if query_rows is None else np.asarray(query_rows)
@@ -149,7 +152,7 @@ def nearest(
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False))
         index.train(np.ascontiguousarray(index_vecs[rows[sample]], dtype=np.float32))
-        index.nprobe = 16
+        index.nprobe = NPROBE
     for start in range(0, n, CHUNK):
         index.add(np.ascontiguousarray(index_vecs[rows[start : start + CHUNK]], dtype=np.float32))
     sims = np.empty((len(asked), k), dtype=np.float32)
