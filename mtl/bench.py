@@ -249,10 +249,13 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
         k = dev_folds(spec, name, size)
         for budget in s.budgets or [None]:
             mine = [c for c in cells if c.setup == name and c.budget == budget]
-            rows += _rows(name, budget, s.tasks, mine, k, lambda r, t: r["metrics"]["test"][t]["metric"])
+            rows += _rows(
+                name, name, budget, s.tasks, mine, k, lambda r, t: r["metrics"]["test"][t]["metric"]
+            )
             if any(c.result.get("label_model") for c in mine):
                 alone = _rows(
                     f"{name}: label model alone",
+                    name,
                     budget,
                     s.tasks,
                     mine,
@@ -275,15 +278,16 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
 
 def _rows(
     setup: str,
+    of: str,
     budget: int | None,
     tasks: Sequence[str],
     cells: list[Cell],
     folds: int,
     score: Callable[[dict[str, Any], str], float],
 ) -> list[dict[str, Any]]:
-    """One setup's rows: per task and the mean over tasks, mean/std/n over seeds of ``score(report,
-    task)``. A cross-fitted setup's seed scores the mean over its folds' models, all folds or none; a
-    task a report has no score for is left out."""
+    """One setup's rows (``of``: the benchmark setup they come from): per task and the mean over tasks,
+    mean/std/n over seeds of ``score(report, task)``. A cross-fitted setup's seed scores the mean over
+    its folds' models, all folds or none; a task a report has no score for is left out."""
     by_seed: dict[int, dict[str, list[float]]] = {}
     failed: dict[str, list[str]] = {}
     for c in cells:
@@ -305,11 +309,20 @@ def _rows(
     for t in tasks:
         vals = [m[t] for m in per_seed.values() if t in m]
         rows.append(
-            {"setup": setup, "budget": budget, "task": t, **_stats(vals), "failed": failed.get(t, [])}
+            {
+                "setup": setup,
+                "of": of,
+                "budget": budget,
+                "task": t,
+                **_stats(vals),
+                "failed": failed.get(t, []),
+            }
         )
     complete = [statistics.mean(m[t] for t in tasks) for m in per_seed.values() if len(m) == len(tasks)]
     all_failed = sorted({f for fs in failed.values() for f in fs})
-    rows.append({"setup": setup, "budget": budget, "task": "mean", **_stats(complete), "failed": all_failed})
+    rows.append(
+        {"setup": setup, "of": of, "budget": budget, "task": "mean", **_stats(complete), "failed": all_failed}
+    )
     return rows
 
 
@@ -406,7 +419,7 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
     with budgets, ``budgets.png`` (metric against the number of training rows)."""
     written = []
     plain = [
-        r for r in rows if r["budget"] is None and not spec.setups[r["setup"]].budgets and r["task"] != "mean"
+        r for r in rows if r["budget"] is None and not spec.setups[r["of"]].budgets and r["task"] != "mean"
     ]
     if plain:
         setups = list(dict.fromkeys(r["setup"] for r in plain))
@@ -425,7 +438,7 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
             ax.bar(xs, ys, width, yerr=es, label=t, capsize=3)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(setups))], setups, rotation=20, ha="right")
         written.append(_save(fig, ax, f"mtl-bench {spec.name}", out / "setups.png"))
-    curves = [r for r in rows if spec.setups[r["setup"]].budgets and r["task"] != "mean" and r["n"]]
+    curves = [r for r in rows if spec.setups[r["of"]].budgets and r["task"] != "mean" and r["n"]]
     if curves:
         fig = Figure(figsize=(6, 4))
         ax = fig.subplots()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mtl.bench import expand, merge_overrides, run_cell, summarise, validate
+from mtl.bench import expand, merge_overrides, plots, run_cell, summarise, validate
 from mtl.config import BenchSpec, SetupConfig
 from mtl.types import MtlError
 
@@ -224,3 +224,5 @@ def test_gold_in_training_setups_run_every_fold_with_gold_mode(tmp_path: Path) -
     assert by[("mix: label model alone", "a")]["mean"] == pytest.approx(0.45)  # the weak labels alone
     assert ("mix: label model alone", "b") not in by  # no label model for b: no row
     assert "| finetune: label model alone | all | 0.4500 (n=1) |" in (tmp_path / "results.md").read_text()
+    rows = summarise(spec, cells, tmp_path)
+    assert [p.name for p in plots(spec, rows, cells, tmp_path)] == ["setups.png"]  # label-model rows plotted
