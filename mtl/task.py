@@ -130,6 +130,24 @@ def validate_task(task: str, cfg: TaskConfig) -> None:
             "so dev must be cross-fitted: set split.dev_folds (>= 2) and split.dev_fold, or gold.folds "
             "and gold.fold with gold.mode=mix"
         )
+    w = cfg.weak
+    bad = [
+        f"{key}={value}"
+        for key, value, ok in (
+            ("weak.knn.k", w.knn.k, w.knn.k >= 0),
+            ("weak.knn.min_similarity", w.knn.min_similarity, -1 <= w.knn.min_similarity <= 1),
+            ("weak.denoise.weight", w.denoise.weight, 0 <= w.denoise.weight <= 1),
+            ("weak.denoise.folds", w.denoise.folds, w.denoise.folds >= 2),
+            ("weak.gold_lf", w.gold_lf, w.gold_lf >= 0),
+            ("weak.embedding.max_length", w.embedding.max_length, w.embedding.max_length >= 1),
+        )
+        if not ok
+    ]
+    if bad:
+        raise DataError(
+            f"task {task!r}: out of range: {', '.join(bad)} (knn.k >= 0, knn.min_similarity in [-1, 1], "
+            "denoise.weight in [0, 1], denoise.folds >= 2, gold_lf >= 0, embedding.max_length >= 1)"
+        )
     if not 0 < cfg.weak.uncovered_weight <= 1:
         raise MtlError(
             f"task {task!r}: weak.uncovered_weight must be in (0, 1], got {cfg.weak.uncovered_weight}"

@@ -240,6 +240,11 @@ def test_cross_fitting_errors_name_the_task_and_key(tmp_path: Path, caplog: pyte
         Task("t", dataclasses.replace(weak, split=SplitConfig()))
     with pytest.raises(MtlError, match=r"task 't': weak.gold_weight must be >= 0, and is for weak labels"):
         Task("t", dataclasses.replace(weak, labels="gold"))
+    ranges = dataclasses.replace(cfg.weak, gold_lf=-1, knn=dataclasses.replace(cfg.weak.knn, k=-2))
+    with pytest.raises(
+        MtlError, match=r"task 't': out of range: weak.knn.k=-2, weak.gold_lf=-1 \(knn.k >= 0"
+    ):
+        Task("t", dataclasses.replace(cfg, weak=ranges))
     cfg.split.max_rows = {"dev": 12}
     with caplog.at_level(logging.WARNING, logger="mtl.data"):
         load_task_splits(
