@@ -21,14 +21,15 @@ import functools
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import torch
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from mtl.config import AugmentConfig, AugmentPolicy, parse_choice
+from mtl.model import load_pretrained
 from mtl.slicing import SlicingFunction
 from mtl.types import MtlError
 from mtl.userload import load_list
@@ -388,8 +389,8 @@ class EmbeddingSynonyms:
 
     def _load(self) -> None:
         """Read the embedding table on first use, so importing a task file stays cheap."""
-        tok = AutoTokenizer.from_pretrained(self.name_or_path)
-        emb = AutoModel.from_pretrained(self.name_or_path).get_input_embeddings().weight.detach()
+        model, tok = load_pretrained(self.name_or_path, "the embedding TF's name_or_path")
+        emb = cast(torch.Tensor, model.get_input_embeddings().weight).detach()
         vocab = tok.get_vocab()
         self.words = [w for w in vocab if w.isalpha() and len(w) > 2]
         idx = torch.tensor([vocab[w] for w in self.words])

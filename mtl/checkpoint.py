@@ -25,14 +25,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from safetensors.torch import save_file
+from transformers import PreTrainedTokenizerBase
 
 from mtl.config import HeadConfig, TaskConfig, as_task_config
 from mtl.heads import TaskHead, build_head
-from mtl.model import MultitaskModel
+from mtl.model import MultitaskModel, load_pretrained, load_weights
 from mtl.types import MtlError
 
 FORMAT_VERSION = 1
@@ -126,8 +125,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{root}: checkpoint format {info.get('format_version')}, expected {FORMAT_VERSION}"
         )
-    encoder = AutoModel.from_pretrained(root / "encoder", use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(root / "encoder")
+    encoder, tokenizer = load_pretrained(root / "encoder", "checkpoint encoder", use_safetensors=True)
     heads: dict[str, TaskHead] = {}
     tasks: dict[str, TaskConfig] = {}
     for name in info["tasks"]:
@@ -144,7 +142,7 @@ def load_checkpoint(
             HeadConfig(**meta["head"]),
             int(meta.get("num_slices", 0)),
         )
-        state: dict[str, torch.Tensor] = load_file(str(root / "heads" / f"{name}.safetensors"))
+        state = load_weights(root / "heads" / f"{name}.safetensors")
         head.load_state_dict(state)
         heads[name], tasks[name] = head, task
     model = MultitaskModel(encoder, heads, pooling=info["pooling"]).eval()

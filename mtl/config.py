@@ -15,6 +15,7 @@ Three OmegaConf resolvers are registered here:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from mtl.types import MtlError
 
@@ -182,6 +183,12 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("mtl.run_stamp", run_stamp, use_cache=True)
 
 
+def _in(interval: str, default: Any) -> Any:
+    """A dataclass field whose value must lie in ``interval`` (``"[1, )"``: at least 1; ``"(0, 1]"``...),
+    checked by ``check_ranges``."""
+    return field(default=default, metadata={"range": interval})
+
+
 @dataclass
 class SourceConfig:
     """Where a task's rows come from and how to read them.
@@ -243,13 +250,13 @@ class SplitConfig:
         dev_fold: the fold held out for selection, 0 .. ``dev_folds`` - 1.
     """
 
-    dev: float = 0.1
-    test: float = 0.1
+    dev: float = _in("[0, 1)", 0.1)
+    test: float = _in("[0, 1)", 0.1)
     salt: str = "mtl"
     dedup: bool = True
     max_rows: dict[str, int | None] = field(default_factory=dict)
-    dev_folds: int = 0
-    dev_fold: int = 0
+    dev_folds: int = _in("[0, )", 0)
+    dev_fold: int = _in("[0, )", 0)
 
 
 @dataclass
@@ -267,10 +274,10 @@ class HeadConfig:
     """
 
     type: HeadType = HeadType.plain
-    hidden_size: int = 0
-    dropout: float = 0.1
-    slice_weight: float = 2.0
-    slice_loss_weight: float = 1.0
+    hidden_size: int = _in("[0, )", 0)
+    dropout: float = _in("[0, 1)", 0.1)
+    slice_weight: float = _in("[0, )", 2.0)
+    slice_loss_weight: float = _in("[0, )", 1.0)
 
 
 class DenoiseMethod(StrEnum):
@@ -292,7 +299,7 @@ class EmbeddingConfig:
     """
 
     encoder: str | None = None
-    max_length: int = 128
+    max_length: int = _in("[1, )", 128)
 
 
 @dataclass
@@ -305,8 +312,8 @@ class KnnConfig:
         min_similarity: the cosine similarity a neighbour needs to lend its votes.
     """
 
-    k: int = 0
-    min_similarity: float = 0.6
+    k: int = _in("[0, )", 0)
+    min_similarity: float = _in("[-1, 1]", 0.6)
 
 
 @dataclass
@@ -323,8 +330,8 @@ class DenoiseConfig:
     """
 
     method: DenoiseMethod = DenoiseMethod.none
-    weight: float = 0.2
-    folds: int = 5
+    weight: float = _in("[0, 1]", 0.2)
+    folds: int = _in("[2, )", 5)
 
 
 @dataclass
@@ -370,14 +377,14 @@ class WeakConfig:
     abstain_as_vote: bool = False
     class_balance: ClassBalance = ClassBalance.uniform
     uncovered: Uncovered = Uncovered.drop
-    uncovered_weight: float = 0.1
+    uncovered_weight: float = _in("(0, 1]", 0.1)
     calibrate: bool = True
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
-    gold_lf: int = 0
-    gold_weight: float = 0.0
-    num_proc: int = 1
+    gold_lf: int = _in("[0, )", 0)
+    gold_weight: float = _in("[0, )", 0.0)
+    num_proc: int = _in("[1, )", 1)
     fault_tolerant: bool = False
 
 
@@ -402,9 +409,9 @@ class AugmentConfig:
     tfs: str | None = None
     mode: AugmentMode = AugmentMode.once
     policy: AugmentPolicy = AugmentPolicy.random
-    n_tfs: int = 1
+    n_tfs: int = _in("[1, )", 1)
     probabilities: list[float] = field(default_factory=list)
-    copies: int = 1
+    copies: int = _in("[1, )", 1)
     keep_original: bool = True
 
 
@@ -426,7 +433,7 @@ class TaskConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
-    loss_weight: float = 1.0
+    loss_weight: float = _in("[0, )", 1.0)
     labels: str = "gold"
     weak: WeakConfig = field(default_factory=WeakConfig)
     slices: str | None = None
@@ -449,7 +456,7 @@ class EncoderConfig:
     name_or_path: str = MISSING
     tokenizer: str | None = None
     pooling: Pooling = Pooling.mean
-    max_length: int = 128
+    max_length: int = _in("[1, )", 128)
     random_init: dict[str, Any] = field(default_factory=dict)
 
 
@@ -484,31 +491,31 @@ class TrainerConfig:
             evaluation, N > 0 also every N optimizer steps, -1 never.
     """
 
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    grad_accum_steps: int = 1
-    max_grad_norm: float = 1.0
+    epochs: int = _in("[1, )", 3)
+    batch_size: int = _in("[1, )", 32)
+    eval_batch_size: int = _in("[1, )", 128)
+    grad_accum_steps: int = _in("[1, )", 1)
+    max_grad_norm: float = _in("[0, )", 1.0)
     optimizer: dict[str, Any] = field(
         default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 5e-5}
     )
     scheduler: str = "linear"
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = _in("[0, 1]", 0.1)
     sampling: Sampling = Sampling.proportional
-    temperature: float = 2.0
-    eval_every_steps: int = 0
-    early_stopping_patience: int = 0
-    max_steps: int = -1
-    min_steps: int = 0
+    temperature: float = _in("(0, )", 2.0)
+    eval_every_steps: int = _in("[0, )", 0)
+    early_stopping_patience: int = _in("[0, )", 0)
+    max_steps: int = _in("[-1, )", -1)
+    min_steps: int = _in("[0, )", 0)
     group_by_length: bool = True
-    num_workers: int = 0
-    log_every_steps: int = 10
+    num_workers: int = _in("[0, )", 0)
+    log_every_steps: int = _in("[1, )", 10)
     freeze_encoder: bool = False
     feature_cache: bool = True
-    freeze_encoder_steps: int = 0
-    encoder_lr: float | None = None
+    freeze_encoder_steps: int = _in("[0, )", 0)
+    encoder_lr: float | None = _in("(0, )", None)
     train_heads: list[str] | None = None
-    save_state_every_steps: int = 0
+    save_state_every_steps: int = _in("[-1, )", 0)
 
 
 @dataclass
@@ -536,10 +543,10 @@ class GoldConfig:
     """
 
     mode: GoldMode = GoldMode.none
-    folds: int = 5
-    fold: int = 0
-    weight: float = 1.0
-    lf: int = 0
+    folds: int = _in("[2, )", 5)
+    fold: int = _in("[0, )", 0)
+    weight: float = _in("[0, )", 1.0)
+    lf: int = _in("[0, )", 0)
     trainer: dict[str, Any] = field(default_factory=lambda: {"min_steps": 400, "eval_every_steps": 50})
 
 
@@ -556,8 +563,8 @@ class SelfTrainConfig:
         min_confidence: the predicted probability a row needs to be kept.
     """
 
-    rounds: int = 0
-    min_confidence: float = 0.9
+    rounds: int = _in("[0, )", 0)
+    min_confidence: float = _in("[0, 1]", 0.9)
 
 
 @dataclass
@@ -591,7 +598,7 @@ class EvalConfig:
     checkpoint: str = MISSING
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     splits: list[str] = field(default_factory=lambda: ["dev", "test"])
-    batch_size: int = 128
+    batch_size: int = _in("[1, )", 128)
     seed: int = 42
     data_root: str = MISSING
     cache_dir: str = MISSING
@@ -620,7 +627,7 @@ class PredictConfig:
     input: str = "-"
     output: str = "-"
     heads: list[str] = field(default_factory=list)
-    batch_size: int = 64
+    batch_size: int = _in("[1, )", 64)
     text_field: str = "text"
 
 
@@ -653,7 +660,7 @@ class SetupConfig:
     overrides: list[str] = field(default_factory=list)
     task_overrides: list[str] = field(default_factory=list)
     budgets: list[int | None] | None = None
-    dev_folds: int = 0
+    dev_folds: int = _in("[0, )", 0)
     gold: GoldMode = GoldMode.none
 
 
@@ -677,13 +684,13 @@ class BenchSpec:
     name: str = MISSING
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     quick_seeds: list[int] = field(default_factory=lambda: [0])
-    quick_dev_folds: int = 2
+    quick_dev_folds: int = _in("[2, )", 2)
     common: list[str] = field(default_factory=list)
     full: list[str] = field(default_factory=list)
     quick: list[str] = field(default_factory=list)
     setups: dict[str, SetupConfig] = field(default_factory=dict)
     slice_report: bool = False
-    min_slice_n: int = 20
+    min_slice_n: int = _in("[1, )", 20)
 
 
 @dataclass
@@ -730,6 +737,65 @@ def check_choices(obj: Any, where: str) -> None:
             parse_choice(enum, value, f"{where}{f.name}")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_choices(value, f"{where}{f.name}.")
+
+
+def _describe(interval: str) -> str:
+    lo, hi = (x.strip() for x in interval[1:-1].split(","))
+    if not hi:
+        return f"{'>=' if interval[0] == '[' else '>'} {lo}"
+    return f"in {interval}"
+
+
+def _inside(value: float, interval: str) -> bool:
+    lo, hi = (x.strip() for x in interval[1:-1].split(","))
+    above = not lo or (value >= float(lo) if interval[0] == "[" else value > float(lo))
+    below = not hi or (value <= float(hi) if interval[-1] == "]" else value < float(hi))
+    return above and below
+
+
+def out_of_range(obj: Any, where: str = "") -> list[str]:
+    """Every numeric field of a config dataclass (and of the dataclasses inside it) outside its declared
+    interval, as ``key=value (must be ...)``.
+
+    Example:
+        >>> out_of_range(TrainerConfig(batch_size=0, warmup_ratio=1.5), "trainer.")
+        ['trainer.batch_size=0 (must be >= 1)', 'trainer.warmup_ratio=1.5 (must be in [0, 1])']
+    """
+    bad = []
+    for f in dataclasses.fields(obj):
+        value, interval = getattr(obj, f.name), f.metadata.get("range")
+        if interval and isinstance(value, int | float) and not _inside(value, interval):
+            bad.append(f"{where}{f.name}={value} (must be {_describe(interval)})")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            bad += out_of_range(value, f"{where}{f.name}.")
+    return bad
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check a composed command config before any work: every choice (``check_choices``) and every
+    numeric key's range (``out_of_range``) outside ``tasks`` (each task is checked by name when its
+    ``Task`` is built); one error names every bad key.
+
+    Example:
+        >>> cfg = OmegaConf.merge(OmegaConf.structured(PredictConfig), {"checkpoint": "c", "batch_size": 0})
+        >>> check_config(cfg)
+        Traceback (most recent call last):
+        ...
+        mtl.types.MtlError: out of range: batch_size=0 (must be >= 1)
+    """
+    rest = copy.deepcopy(cfg)
+    if "tasks" in rest:
+        rest.tasks = {}
+    try:
+        root = OmegaConf.to_object(rest)
+    except MissingMandatoryValue as e:
+        raise MtlError(f"{e.full_key} is required: pass {e.full_key}=...") from None
+    if not dataclasses.is_dataclass(root) or isinstance(root, type):  # a plain dict: no schema
+        return
+    check_choices(root, "")
+    bad = out_of_range(root)
+    if bad:
+        raise MtlError(f"out of range: {', '.join(bad)}")
 
 
 def as_task_config(cfg: TaskConfig | DictConfig | dict[str, Any]) -> TaskConfig:

@@ -17,29 +17,79 @@ Example (a tiny random BERT with MiniLM's tokenizer, as ``encoder=tiny`` builds 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mtl.config import EncoderConfig, Pooling, check_choices, parse_choice
 from mtl.heads import ClassificationHead, TaskHead, soft_cross_entropy
+from mtl.types import MtlError
 
 _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _pretrained(kind: Any, source: str | Path, key: str, **kwargs: Any) -> Any:
+    """``kind.from_pretrained(source)`` with errors that name ``key`` (the config key or argument that
+    gave ``source``) and the fix, instead of a Hub error for a local path or a bare ``SafetensorError``."""
+    path = Path(source).expanduser()
+    local = path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") > 1
+    if local and not path.is_dir():
+        raise MtlError(
+            f"{key} {str(source)!r} does not exist (a model folder with config.json, or a Hub id; offline, "
+            "only local folders load)"
+        )
+    if local and kind is AutoModel and not (path / "config.json").exists():
+        raise MtlError(f"{key} {str(source)!r} is not a model folder (no config.json)")
+    try:
+        return kind.from_pretrained(path if local else source, **kwargs)
+    except SafetensorError as e:
+        files = sorted(p.name for p in path.glob("*.safetensors")) if local else []
+        raise MtlError(
+            f"{key} {str(source)!r}: its weights ({', '.join(files) or 'safetensors'}) are truncated or "
+            f"corrupted ({e}); copy or save the model again"
+        ) from e
+    except (OSError, ValueError) as e:
+        why = " ".join(str(e).split())  # one line
+        if not local:
+            raise MtlError(
+                f"{key} {str(source)!r} is not a local folder, and loading it as a Hub id failed: {why}"
+            ) from e
+        raise MtlError(f"{key} {str(source)!r} could not be loaded: {why}") from e
+
+
+def load_pretrained(
+    source: str | Path, key: str, tokenizer: str | None = None, **kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """An ``AutoModel`` and its ``AutoTokenizer`` (from ``tokenizer`` if given) from a model folder or
+    Hub id; a missing folder, a folder that is no model, or corrupted weights is an ``MtlError`` naming
+    ``key`` and the path."""
+    model = _pretrained(AutoModel, source, key, **kwargs)
+    return model, _pretrained(AutoTokenizer, tokenizer or source, key)
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a truncated or corrupted file is an ``MtlError`` naming it."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise MtlError(f"{path}: truncated or corrupted safetensors file ({e}); save or copy it again") from e
 
 
 def build_encoder(cfg: EncoderConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the shared encoder and its tokenizer (or build a random BERT when ``random_init`` is set)."""
     check_choices(cfg, "encoder.")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.name_or_path)
     if cfg.random_init:
+        tokenizer = _pretrained(AutoTokenizer, cfg.tokenizer or cfg.name_or_path, "encoder.name_or_path")
         config = AutoConfig.for_model(
             "bert", vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **dict(cfg.random_init)
         )
-        encoder = AutoModel.from_config(config)
-    else:
-        encoder = AutoModel.from_pretrained(cfg.name_or_path)
-    return encoder, tokenizer
+        return AutoModel.from_config(config), tokenizer
+    return load_pretrained(cfg.name_or_path, "encoder.name_or_path", cfg.tokenizer)
 
 
 class MultitaskModel(nn.Module):

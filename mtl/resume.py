@@ -7,6 +7,10 @@ it, batches drawn per task, best metrics so far...), each process's random numbe
 and the resolved run config. A save goes to a temporary folder swapped in by renames, so a kill during
 a save leaves the previous state. Loading uses ``torch.load(weights_only=True)``: nothing arbitrary is
 unpickled. A run that finishes removes its state.
+
+``resume_config`` makes ``mtl-train resume=true output_dir=<run>`` enough: the run's own config (saved as
+``<run>/run_config.json`` when it started) is the resumed run's; an override given again with the same
+value is accepted, one with another value is refused by name.
 """
 
 from __future__ import annotations
@@ -14,16 +18,20 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
 
 from mtl.checkpoint import swap_in
+from mtl.config import TrainConfig
+from mtl.model import load_weights
 from mtl.types import MtlError
 
 
@@ -102,7 +110,7 @@ def load_state(
     changed = [k for k in _diff(saved, now) if k != "resume"]
     if changed:
         raise MtlError(f"resume=true: the config differs from the interrupted run's in {changed} ({folder})")
-    acc.unwrap_model(model).load_state_dict(load_file(str(folder / "model.safetensors")))
+    acc.unwrap_model(model).load_state_dict(load_weights(folder / "model.safetensors"))
     optim = torch.load(folder / "optim.pt", weights_only=True)
     optimizer.load_state_dict(optim["optimizer"])
     scheduler.load_state_dict(optim["scheduler"])
@@ -123,3 +131,66 @@ def truncate_log(path: Path, step: int) -> None:
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
         path.write_text("".join(f"{line}\n" for line in keep))
+
+
+RUN_CONFIG = "run_config.json"
+"""A run's resolved config, written to its output folder when it starts (what ``resume_config`` reads)."""
+_ABSENT = object()
+
+
+def _at(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
+
+
+def _given(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, default=_ABSENT)
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return str(value) if isinstance(value, Enum) else value
+
+
+def resume_config(cfg: DictConfig, overrides: Sequence[str], log: Any = None) -> DictConfig:
+    """The config to resume the interrupted run in ``cfg.output_dir`` with: the run's saved config
+    (``run_config.json``), with ``resume=true`` and the given ``output_dir``. ``overrides`` are the
+    command line's: one setting a key to another value than the run had is refused by name; one that
+    is no key of the config (a group such as ``experiment=...``) is ignored, said in the log."""
+    run = Path(cfg.output_dir)
+    path = run / RUN_CONFIG
+    if not path.exists():
+        path = run / "state" / "config.json"  # runs started before run_config.json was written
+    if not path.exists():
+        raise MtlError(
+            f"resume=true: nothing to resume in {run} (no {RUN_CONFIG} there; a run that finished removes "
+            "its state/). Pass output_dir=<the interrupted run's folder>"
+        )
+    saved = json.loads(path.read_text())
+    saved["output_dir"] = str(cfg.output_dir)
+    changed, ignored = [], []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in ("resume", "output_dir") or key.startswith("hydra"):
+            continue
+        value = _given(cfg, key)
+        if value is _ABSENT:
+            ignored.append(override)
+        elif value != _at(saved, key):
+            was = _at(saved, key)
+            changed.append(f"{key} (given {value!r}, the run had {None if was is _ABSENT else was!r})")
+    if changed:
+        raise MtlError(
+            f"resume=true: a resumed run keeps its config ({path}); these overrides change it: "
+            f"{'; '.join(changed)}. Drop them, or start a new run"
+        )
+    if ignored and log is not None:
+        log.info("resume=true: %s ignored: the run's saved config (%s) is used", " ".join(ignored), path)
+    try:
+        out = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+    except Exception as e:  # a config saved by another version of mtl
+        raise MtlError(f"resume=true: the saved config {path} does not fit this version of mtl: {e}") from e
+    assert isinstance(out, DictConfig)
+    out.resume = True
+    return out

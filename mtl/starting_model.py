@@ -27,16 +27,17 @@ Example (``start.describe()`` is what ``mtl-train`` logs):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from omegaconf import OmegaConf
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mtl.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
 from mtl.config import EncoderConfig, TaskConfig
 from mtl.heads import TaskHead, build_head
-from mtl.model import MultitaskModel, build_encoder
+from mtl.model import MultitaskModel, build_encoder, load_pretrained
 from mtl.task import Task
 from mtl.types import MtlError
 
@@ -52,8 +53,12 @@ class StartingModel:
         source: ``init_from`` as given; ``kind``: ``checkpoint``, ``encoder`` (a model folder or Hub
             id given as ``init_from``) or ``pretrained`` (no ``init_from``: the configured encoder).
         loaded_heads: tasks of the run whose head came from the checkpoint.
+        encoder: the encoder settings the run uses (what its saved config records): the configured
+            ones, or with ``init_from`` those of the checkpoint's encoder (see ``starting_model``).
         fresh_heads: tasks of the run with a new head, each with the reason.
         old_tasks: passenger heads' task configs (checkpoint tasks not in the run).
+        notes: settings of the run's ``encoder`` config that ``init_from`` overrules (logged as
+            warnings).
     """
 
     model: MultitaskModel
@@ -61,9 +66,11 @@ class StartingModel:
     pooling: str
     source: str
     kind: str
+    encoder: EncoderConfig
     loaded_heads: list[str] = field(default_factory=list)
     fresh_heads: dict[str, str] = field(default_factory=dict)
     old_tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line per fact: what was loaded and what was not, and why."""
@@ -77,6 +84,7 @@ class StartingModel:
             lines.append(f"  head {task}: new ({why})")
         if self.old_tasks:
             lines.append(f"  old heads kept, not trained: {', '.join(self.old_tasks)}")
+        lines.append(f"  max_length: {self.encoder.max_length}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,28 +94,23 @@ class StartingModel:
             "loaded_heads": self.loaded_heads,
             "fresh_heads": self.fresh_heads,
             "old_tasks": list(self.old_tasks),
+            "encoder": asdict(self.encoder),
+            "notes": self.notes,
         }
 
 
 def _load_encoder(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     path = Path(source).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise MtlError(
-                f"init_from {source!r} is neither an mtl checkpoint (no model.json) nor an AutoModel folder "
-                "(no config.json)"
-            )
-        return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+    if path.is_dir() and not (path / "config.json").exists():
+        raise MtlError(
+            f"init_from {source!r} is neither an mtl checkpoint (no model.json) nor an AutoModel folder "
+            "(no config.json)"
+        )
+    if not path.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
         raise MtlError(
             f"init_from {source!r} does not exist (expected an mtl checkpoint, a model folder or a Hub id)"
         )
-    try:  # a Hub id
-        return AutoModel.from_pretrained(source), AutoTokenizer.from_pretrained(source)
-    except OSError as e:
-        raise MtlError(
-            f"init_from {source!r} is not a local folder, and loading it as a Hub id failed: {e}"
-        ) from e
+    return load_pretrained(source, "init_from")
 
 
 def starting_model(
@@ -124,7 +127,7 @@ def starting_model(
         source = encoder_cfg.name_or_path
         if encoder_cfg.random_init:  # say so: the weights are random, only the tokenizer comes from there
             source = f"random BERT {dict(encoder_cfg.random_init)} with the tokenizer of {source}"
-        return StartingModel(model, tokenizer, encoder_cfg.pooling, source, "pretrained")
+        return StartingModel(model, tokenizer, encoder_cfg.pooling, source, "pretrained", encoder_cfg)
     try:
         root = checkpoint_dir(init_from)
     except CheckpointError:
@@ -133,8 +136,15 @@ def starting_model(
         encoder, tokenizer = _load_encoder(init_from)
         model = MultitaskModel(encoder, _fresh_heads(encoder, tasks), pooling=encoder_cfg.pooling)
         fresh = {t: "init_from is not an mtl checkpoint" for t in tasks}
-        return StartingModel(model, tokenizer, encoder_cfg.pooling, init_from, "encoder", fresh_heads=fresh)
+        used = replace(encoder_cfg, name_or_path=init_from, tokenizer=None, random_init={})
+        notes = [f"encoder.random_init is not used: the weights of init_from {init_from} are"] * bool(
+            encoder_cfg.random_init
+        )
+        return StartingModel(
+            model, tokenizer, encoder_cfg.pooling, init_from, "encoder", used, fresh_heads=fresh, notes=notes
+        )
     old, tokenizer, old_tasks, info = load_checkpoint(root)
+    used, notes = _checkpoint_encoder(root, info, encoder_cfg)
     heads = _fresh_heads(old.encoder, tasks)
     loaded, fresh = [], {}
     for t, task in tasks.items():
@@ -149,8 +159,51 @@ def starting_model(
         heads[t] = old.heads[t]  # type: ignore[assignment]
     model = MultitaskModel(old.encoder, heads, pooling=info["pooling"])
     return StartingModel(
-        model, tokenizer, info["pooling"], init_from, "checkpoint", loaded, fresh, passengers
+        model, tokenizer, info["pooling"], init_from, "checkpoint", used, loaded, fresh, passengers, notes
     )
+
+
+def _checkpoint_encoder(
+    root: Path, info: Mapping[str, Any], run: EncoderConfig
+) -> tuple[EncoderConfig, list[str]]:
+    """The encoder settings of a run starting from the checkpoint ``root``, and what of the run's own
+    ``encoder`` config is overruled. The weights, tokenizer and pooling are always the checkpoint's. When
+    the run's config names the model the checkpoint was trained from, its ``max_length`` applies (a
+    deliberate change); when it names another model (``encoder=`` left at its default, say), the
+    checkpoint's ``encoder`` settings and ``max_length`` apply, with a note."""
+    saved = OmegaConf.load(root / "config.yaml") if (root / "config.yaml").exists() else None
+    trained = (
+        as_encoder_config(saved.encoder)
+        if saved is not None and "encoder" in saved
+        else replace(run, name_or_path=str(root / "encoder"), tokenizer=None, random_init={})
+    )
+    trained = replace(trained, pooling=info["pooling"], max_length=int(info["max_length"]))
+    same = (run.name_or_path, dict(run.random_init)) == (trained.name_or_path, dict(trained.random_init))
+    if not same:
+        note = (
+            f"the run's encoder ({run.name_or_path}{', random weights' if run.random_init else ''}) is not "
+            f"used: init_from's checkpoint has its own, trained from {trained.name_or_path}; its pooling "
+            f"({trained.pooling}) and max_length ({trained.max_length}) apply"
+        )
+        return trained, [note]
+    notes = []
+    if run.pooling != trained.pooling:
+        notes.append(
+            f"encoder.pooling={run.pooling} is not used: the checkpoint was trained with {trained.pooling}"
+        )
+    if run.max_length != trained.max_length:
+        notes.append(
+            f"encoder.max_length={run.max_length}: texts are cut at {run.max_length} tokens (the checkpoint "
+            f"was trained at {trained.max_length})"
+        )
+    return replace(trained, max_length=run.max_length), notes
+
+
+def as_encoder_config(cfg: Any) -> EncoderConfig:
+    """A saved (plain or ``DictConfig``) encoder config as an ``EncoderConfig``."""
+    obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EncoderConfig), cfg))
+    assert isinstance(obj, EncoderConfig)
+    return obj
 
 
 def _fresh_heads(encoder: PreTrainedModel, tasks: Mapping[str, Task]) -> dict[str, TaskHead]:

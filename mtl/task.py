@@ -27,7 +27,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mtl.augment import Policy, TransformationFunction, build_policy, load_tfs
-from mtl.config import AugmentMode, HeadType, Metric, TaskConfig, as_task_config, check_choices
+from mtl.config import (
+    AugmentMode,
+    HeadType,
+    Metric,
+    TaskConfig,
+    as_task_config,
+    check_choices,
+    out_of_range,
+)
 from mtl.slicing import SlicingFunction, load_sfs
 from mtl.sources import DataError
 from mtl.types import MtlError
@@ -102,6 +110,9 @@ class Task:
 def validate_task(task: str, cfg: TaskConfig) -> None:
     """Check what the schema cannot: classes, metric, label source and head options that fit together."""
     check_choices(cfg, f"task {task!r}: ")
+    bad = out_of_range(cfg)
+    if bad:
+        raise DataError(f"task {task!r}: out of range: {', '.join(bad)}")
     names = list(cfg.label_names)
     if len(names) < 2 or len(set(names)) != len(names):
         raise DataError(f"task {task!r}: label_names needs at least two distinct classes, got {names}")
@@ -117,9 +128,7 @@ def validate_task(task: str, cfg: TaskConfig) -> None:
         )
     if cfg.head.type != HeadType.plain and not cfg.slices:
         raise DataError(f"task {task!r}: head.type {cfg.head.type!r} needs slicing functions (set `slices`)")
-    if not 0 <= cfg.head.dropout < 1 or cfg.head.hidden_size < 0:
-        raise DataError(f"task {task!r}: head.dropout must be in [0, 1) and head.hidden_size >= 0")
-    if cfg.weak.gold_weight < 0 or (cfg.weak.gold_weight > 0 and cfg.labels == "gold"):
+    if cfg.weak.gold_weight > 0 and cfg.labels == "gold":
         raise DataError(
             f"task {task!r}: weak.gold_weight must be >= 0, and is for weak labels (labels=gold trains on "
             f"gold rows alone), got {cfg.weak.gold_weight} with labels={cfg.labels!r}"
@@ -129,28 +138,6 @@ def validate_task(task: str, cfg: TaskConfig) -> None:
             f"task {task!r}: weak.gold_weight={cfg.weak.gold_weight} trains on the dev split's gold labels, "
             "so dev must be cross-fitted: set split.dev_folds (>= 2) and split.dev_fold, or gold.folds "
             "and gold.fold with gold.mode=mix"
-        )
-    w = cfg.weak
-    bad = [
-        f"{key}={value}"
-        for key, value, ok in (
-            ("weak.knn.k", w.knn.k, w.knn.k >= 0),
-            ("weak.knn.min_similarity", w.knn.min_similarity, -1 <= w.knn.min_similarity <= 1),
-            ("weak.denoise.weight", w.denoise.weight, 0 <= w.denoise.weight <= 1),
-            ("weak.denoise.folds", w.denoise.folds, w.denoise.folds >= 2),
-            ("weak.gold_lf", w.gold_lf, w.gold_lf >= 0),
-            ("weak.embedding.max_length", w.embedding.max_length, w.embedding.max_length >= 1),
-        )
-        if not ok
-    ]
-    if bad:
-        raise DataError(
-            f"task {task!r}: out of range: {', '.join(bad)} (knn.k >= 0, knn.min_similarity in [-1, 1], "
-            "denoise.weight in [0, 1], denoise.folds >= 2, gold_lf >= 0, embedding.max_length >= 1)"
-        )
-    if not 0 < cfg.weak.uncovered_weight <= 1:
-        raise MtlError(
-            f"task {task!r}: weak.uncovered_weight must be in (0, 1], got {cfg.weak.uncovered_weight}"
         )
 
 

@@ -13,6 +13,7 @@ evaluation is due, ``_save_resumable`` where the state is; ``_finish`` reloads t
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -48,6 +49,8 @@ from mtl.model import MultitaskModel
 from mtl.resume import load_state, restore_rng, save_state, truncate_log
 from mtl.sampling import epoch_schedule
 from mtl.task import Task
+
+log = logging.getLogger("mtl.trainer")
 
 
 @dataclass
@@ -323,6 +326,15 @@ class Trainer:
                     run.next_batch(task)
             run.state = _LoopState(**loop, drawn=drawn)
             restore_rng(self.state_dir, acc)
+            log.info(
+                "resumed from %s: step %d of %d (epoch %d), best mean dev so far %.4f at step %d",
+                self.state_dir,
+                run.state.step,
+                total,
+                run.state.epoch + 1,
+                run.state.best,
+                run.state.best_step,
+            )
             if acc.is_main_process:
                 truncate_log(self.output_dir / "metrics.jsonl", run.state.step)
         run.bar = tqdm(

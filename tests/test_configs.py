@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mtl.bench import expand, validate
-from mtl.cli import run_tasks
-from mtl.config import CONF_DIR, BenchSpec, Metric, TaskConfig, shipped_tasks
+from mtl.cli import resolved, run_tasks
+from mtl.cli.evaluate import checkpoint_task_options
+from mtl.config import CONF_DIR, BenchSpec, Metric, TaskConfig, check_config, shipped_tasks
+from mtl.resume import RUN_CONFIG, resume_config
 from mtl.task import Task
+from mtl.types import MtlError
 
 TASKS = shipped_tasks()
 TASK_SETS = sorted(p.stem for p in (CONF_DIR / "tasks").glob("*.yaml") if p.stem not in TASKS)
@@ -173,3 +178,67 @@ def test_every_benchmark_composes_validates_and_expands(bench: str, tmp_path: Pa
         for cell in {c.setup: c for c in reversed(cells)}.values():  # a cell of each setup composes
             train = _compose("train", [o for o in cell.overrides if not o.startswith("init_from")])
             assert list(train.tasks) == cell.tasks
+
+
+def test_every_numeric_key_is_range_checked_before_any_work() -> None:
+    cfg = _compose("train", ["trainer.batch_size=0", "trainer.warmup_ratio=2", "gold.folds=1"])
+    with pytest.raises(MtlError) as err:
+        check_config(cfg)
+    assert str(err.value) == (
+        "out of range: trainer.batch_size=0 (must be >= 1), trainer.warmup_ratio=2.0 (must be in [0, 1]), "
+        "gold.folds=1 (must be >= 2)"
+    )
+    check_config(_compose("train", []))  # the shipped defaults are in range
+    with pytest.raises(MtlError, match=r"^out of range: batch_size=0 \(must be >= 1\)$"):
+        check_config(_compose("predict", ["checkpoint=x", "batch_size=0"]))
+    with pytest.raises(MtlError, match=r"^checkpoint is required: pass checkpoint=\.\.\.$"):
+        check_config(_compose("eval", []))
+    task = _compose("train", ["tasks=[sms]", "tasks.sms.head.dropout=1.0", "tasks.sms.split.dev=-0.1"])
+    with pytest.raises(MtlError, match=r"task 'sms': out of range: split.dev=-0.1 \(must be in \[0, 1\)\), "):
+        run_tasks(task)
+
+
+def test_resume_takes_the_runs_saved_config_and_refuses_a_changed_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    first = _compose("train", ["tasks=[youtube]", "encoder=tiny", "trainer=debug", f"output_dir={run}"])
+    run.mkdir()
+    (run / RUN_CONFIG).write_text(json.dumps(resolved(first)))
+    given = ["resume=true", f"output_dir={run}"]
+    again = resume_config(_compose("train", given), given)  # the run folder alone
+    assert (
+        again.resume
+        and list(again.tasks) == ["youtube"]
+        and again.trainer.max_steps == first.trainer.max_steps
+    )
+    assert OmegaConf.to_object(again.encoder) == OmegaConf.to_object(first.encoder)  # typed as before
+    assert isinstance(OmegaConf.to_object(again.tasks.youtube), TaskConfig)
+    same = [*given, "tasks=[youtube]", "encoder=tiny", "experiment=spam"]  # the original command retyped
+    with caplog.at_level(logging.INFO):
+        resume_config(_compose("train", same), same, logging.getLogger("t"))
+    assert "experiment=spam ignored: the run's saved config" in caplog.text
+    changed = [*given, "trainer.batch_size=7", "seed=3"]
+    with pytest.raises(
+        MtlError, match=r"these overrides change it: trainer.batch_size \(given 7, the run had 8\); seed"
+    ):
+        resume_config(_compose("train", changed), changed)
+    with pytest.raises(MtlError, match=r"resume=true: nothing to resume in .*nowhere \(no run_config.json"):
+        resume_config(_compose("train", [f"output_dir={tmp_path / 'nowhere'}"]), [])
+
+
+def test_eval_composes_a_checkpoints_own_task_without_its_search_path(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "heads").mkdir(parents=True)
+    (ckpt / "model.json").write_text(json.dumps({"format_version": 1, "tasks": ["agnews"]}))
+    task = {"label_names": ["world", "sports"], "source": {"format": "csv", "path": "/data/ag.csv"}}
+    (ckpt / "heads" / "agnews.json").write_text(json.dumps({"config": task}))
+    with pytest.raises(MissingConfigException):
+        _compose("eval", [f"checkpoint={ckpt}", "tasks=[agnews]"])
+    assert checkpoint_task_options(["x=1", f"checkpoint={ckpt}"]) == ["agnews"]
+    cfg = _compose("eval", [f"checkpoint={ckpt}", "tasks=[agnews,sms]"])
+    assert run_tasks(cfg)["agnews"].label_names == ["world", "sports"] and list(cfg.tasks) == [
+        "agnews",
+        "sms",
+    ]
+    assert checkpoint_task_options([f"checkpoint={tmp_path / 'nope'}"]) == []  # mtl-eval names it later

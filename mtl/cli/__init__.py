@@ -9,6 +9,7 @@ import datasets
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
+from mtl.config import check_config
 from mtl.task import Task, resolve_tasks
 from mtl.types import MtlError
 
@@ -21,12 +22,15 @@ transformers.utils.logging.disable_progress_bar()
 
 
 def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Print a ``MtlError`` (bad data, config or checkpoint: the message names the culprit) as one
-    line on stderr and exit with status 2, instead of a traceback."""
+    """Check the command's config (``check_config``), and print a ``MtlError`` (bad data, config or
+    checkpoint: the message names the culprit) as one line on stderr and exit with status 2, instead of
+    a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> T:
         try:
+            if args and isinstance(args[0], DictConfig):
+                check_config(args[0])  # every choice and numeric range, before any work
             return fn(*args, **kwargs)
         except MtlError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from mtl.bench import expand, plots, run_cell, summarise, validate
 from mtl.cli import resolved, user_errors
 from mtl.cli.train import train
-from mtl.config import CONF_DIR, BenchSpec, shipped_tasks
+from mtl.config import CONF_DIR, BenchSpec, check_config, shipped_tasks
 from mtl.types import MtlError
 
 
@@ -34,6 +34,7 @@ def run(overrides: list[str]) -> Path:
             cfg = compose("benchmark", overrides=overrides)
         except HydraException as e:  # an unknown benchmark (bench=nosuch), a mistyped key
             raise MtlError(f"mtl-bench {' '.join(overrides)}: {e}") from e
+        check_config(cfg)
         spec: BenchSpec = OmegaConf.to_object(cfg.bench)  # type: ignore[assignment]
         validate(spec, shipped_tasks())
         out = Path(cfg.output_dir)
@@ -58,9 +59,40 @@ def run(overrides: list[str]) -> Path:
     return out
 
 
+def benchmarks(conf_dir: Path = CONF_DIR) -> dict[str, str]:
+    """The shipped benchmarks (``conf/bench/*.yaml``), each with the first line of its file's comment."""
+    out = {}
+    for path in sorted((conf_dir / "bench").glob("*.yaml")):
+        first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        out[path.stem] = first.lstrip("# ").split("  Run:")[0]
+    return out
+
+
+def usage() -> str:
+    """``mtl-bench --help``: what it does, the common invocations and the benchmarks."""
+    names = benchmarks()
+    listing = "\n".join(f"  {name:<14} {about}" for name, about in names.items())
+    return f"""mtl-bench: run a benchmark's transfer setups over seeds (one mtl-train run per cell, finished
+cells reused), then write results.md/results.csv (per task and setup: mean and spread over seeds) and
+plots in output_dir (default outputs/bench/<bench>/<size>).
+
+Common invocations:
+  mtl-bench bench=spam                    full size: MiniLM, the seeds of conf/bench/spam.yaml
+  mtl-bench bench=sentiment size=quick    tiny encoder, a few steps, one seed: checks the pipeline in minutes
+  mtl-bench bench=trec 'bench.seeds=[0,1,2,3,4]' force=true   more seeds; rerun finished cells
+  mtl-bench bench=spam keep_checkpoints=true                  keep every cell's checkpoint
+
+Benchmarks (bench=NAME; conf/bench/NAME.yaml):
+{listing}
+
+Keys (Hydra overrides of conf/benchmark.yaml): bench, size (full|quick), force, keep_checkpoints,
+output_dir, data_root, cache_dir, and any bench.* key (bench.seeds, bench.setups.<setup>.overrides...).
+The README's "Benchmarks" section is the reference."""
+
+
 def main() -> None:
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
-        print(__doc__)
+        print(usage())
         return
     run(sys.argv[1:])
 

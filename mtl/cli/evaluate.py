@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import hydra
 from accelerate import Accelerator
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from mtl.checkpoint import CheckpointError, load_checkpoint
+from mtl.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
 from mtl.cli import run_tasks, user_errors
+from mtl.cli.sweep import per_job_output
 from mtl.config import CONF_DIR, AugmentConfig
 from mtl.data import Collator
 from mtl.evaluate import evaluate_tasks, mean_metric, write_report
@@ -18,9 +22,39 @@ from mtl.prepare import load_tasks
 from mtl.task import resolve_tasks
 
 
+def checkpoint_task_options(args: list[str]) -> list[str]:
+    """Make the tasks of the checkpoint named by ``checkpoint=...`` in ``args`` options of the ``tasks``
+    config group (Hydra's ConfigStore, searched after ``conf/`` and ``hydra.searchpath``): a checkpoint
+    carries its tasks' configs, so ``tasks=[<one of its tasks>]`` composes without the search path it
+    was trained with. Returns the names registered (none when the checkpoint cannot be read: the command
+    then reports that itself)."""
+    paths = [a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")]
+    try:
+        root = checkpoint_dir(paths[-1]) if paths else None
+    except CheckpointError:
+        return []
+    if root is None:
+        return []
+    names = [str(t) for t in json.loads((root / "model.json").read_text()).get("tasks", [])]
+    store = ConfigStore.instance()
+    for name in names:
+        meta = json.loads((root / "heads" / f"{name}.json").read_text())
+        store.store(group="tasks", name=name, node={name: meta["config"]})
+    return names
+
+
+def main() -> None:
+    """``mtl-eval``'s entry point: the checkpoint's own tasks become ``tasks=`` options, then Hydra runs."""
+    checkpoint_task_options(sys.argv[1:])
+    evaluate()
+
+
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="eval")
 @user_errors
-def main(cfg: DictConfig) -> float:
+def evaluate(cfg: DictConfig) -> float:
+    """Evaluate ``cfg.checkpoint`` on its own tasks or on ``cfg.tasks``; return the mean metric of the
+    last split."""
+    per_job_output(cfg)
     model, tokenizer, saved, info = load_checkpoint(cfg.checkpoint)
     # Without tasks=[...], evaluate the checkpoint's own tasks with the data config they were trained on.
     tasks = run_tasks(cfg) if cfg.tasks else resolve_tasks(saved)

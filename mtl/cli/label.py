@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mtl.cli import run_tasks, user_errors
+from mtl.cli.sweep import per_job_output
 from mtl.config import CONF_DIR
 from mtl.prepare import load_task_splits
 from mtl.weak.analysis import format_summary
@@ -23,6 +24,7 @@ from mtl.weak.pipeline import weak_label
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="label")
 @user_errors
 def main(cfg: DictConfig) -> float:
+    per_job_output(cfg)  # a sweep job (-m) writes to its own folder
     scores = []
     for name, task in run_tasks(cfg).items():
         metric = task.metric.value

@@ -21,10 +21,12 @@ import hydra
 import numpy as np
 import torch
 from accelerate.utils import set_seed
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtl.checkpoint import load_checkpoint
 from mtl.cli import resolved, run_tasks, user_errors
+from mtl.cli.sweep import per_job_output
 from mtl.config import (
     CONF_DIR,
     EncoderConfig,
@@ -33,10 +35,12 @@ from mtl.config import (
     SelfTrainConfig,
     TaskConfig,
     TrainerConfig,
+    check_config,
 )
 from mtl.dist import release, state
 from mtl.evaluate import TaskMetrics, mean_metric, write_report
 from mtl.prepare import load_task_splits, load_tasks
+from mtl.resume import RUN_CONFIG, resume_config
 from mtl.starting_model import starting_model
 from mtl.task import Task
 from mtl.trainer import Trainer
@@ -49,6 +53,10 @@ log = logging.getLogger("mtl.train")
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> float:
+    per_job_output(cfg)  # a sweep job (-m) writes to its own folder
+    if cfg.resume:  # the interrupted run's own config; overrides that change it are refused
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        cfg = resume_config(cfg, list(overrides), log)
     try:
         dev = float(train(cfg)["mean"]["dev"])
     except BaseException:
@@ -63,6 +71,15 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     this in-process for each cell, with ``echo=False``: no table printed). With ``gold.mode=finetune``
     the run is two trainings (``gold_stages``), with ``self_train.rounds`` the weak-label training is
     repeated on the model's own confident labels (``self_train_rounds``); the report shows each."""
+    check_config(cfg)
+    if cfg.resume and (Path(cfg.output_dir) / "report.json").exists():
+        raise MtlError(
+            f"resume=true: nothing to resume in {cfg.output_dir}: the run finished (report.json). Pass "
+            "output_dir=<the interrupted run's folder>"
+        )
+    if state().is_main_process:  # what resume=true output_dir=<this run> continues with
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.output_dir) / RUN_CONFIG).write_text(json.dumps(resolved(cfg), indent=1))
     weak, *final = gold_stages(cfg)
     if final:
         log.info("gold.mode=finetune: stage 1 of 2, weak labels, in %s", weak.output_dir)
@@ -79,11 +96,6 @@ def self_train_rounds(cfg: DictConfig, echo: bool, reuse: bool = False) -> dict[
     ``<output_dir>/round<r>`` (a finished one is reused), the last in ``output_dir`` (reused too with
     ``reuse``: a finetune's weak stage)."""
     st: SelfTrainConfig = OmegaConf.to_object(cfg.self_train)  # type: ignore[assignment]
-    if st.rounds < 0 or not 0 <= st.min_confidence <= 1:
-        raise MtlError(
-            f"self_train.rounds must be >= 0 and self_train.min_confidence in [0, 1], got {st.rounds} and "
-            f"{st.min_confidence}"
-        )
     weak = [str(t) for t, c in cfg.tasks.items() if c.labels != "gold"]
     if st.rounds and not weak:
         raise MtlError("self_train.rounds: no task of the run has weak labels (labels: weak or a .npy file)")
@@ -162,14 +174,10 @@ def gold_stages(cfg: DictConfig) -> list[DictConfig]:
             f"gold.mode={gold.mode}: no task of the run has weak labels (labels: weak or a train_probs.npy); "
             "gold labels alone are trained with labels=gold"
         )
-    if gold.folds < 2 or not 0 <= gold.fold < gold.folds:
-        raise MtlError(
-            f"gold.folds must be >= 2 and gold.fold in 0..gold.folds-1, got {gold.folds} and {gold.fold}"
-        )
-    if (gold.mode == GoldMode.mix and gold.weight <= 0) or gold.lf < 0:
-        raise MtlError(
-            f"gold.weight must be > 0 with gold.mode=mix and gold.lf >= 0, got {gold.weight}, {gold.lf}"
-        )
+    if gold.fold >= gold.folds:
+        raise MtlError(f"gold.fold must be in 0..gold.folds-1, got gold.fold={gold.fold}, folds={gold.folds}")
+    if gold.mode == GoldMode.mix and gold.weight == 0:
+        raise MtlError("gold.weight must be > 0 with gold.mode=mix, got 0")
     base = copy.deepcopy(cfg)
     with open_dict(base):
         base.gold.mode = GoldMode.none.value
@@ -217,6 +225,11 @@ def train_once(
     trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
     init = starting_model(tasks, enc_cfg, cfg.init_from, cfg.keep_old_heads)
     log.info("%s", init.describe())
+    for note in init.notes:
+        log.warning("init_from: %s", note)
+    enc_cfg = init.encoder
+    with open_dict(cfg):  # the saved config and the report record the encoder the run used
+        cfg.encoder = OmegaConf.structured(enc_cfg)
     with proc.main_process_first():  # the main process prepares, labels and caches; the others read it
         data = load_tasks(tasks, init.tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
     for name, dsd in data.items():
@@ -234,7 +247,12 @@ def train_once(
         passengers=init.old_tasks,
     )
     old = OldTasks(trainer, init.old_tasks, cfg.cache_dir, cfg.seed)  # metrics before training
-    fit = trainer.fit(resume=cfg.resume)
+    # resume=true: each training of the run (gold.mode=finetune and self-training have several) resumes
+    # from its saved state; a finished one was reused above, one never started starts now
+    resume = cfg.resume and (Path(cfg.output_dir) / "state" / "loop.json").exists()
+    if cfg.resume and not resume:
+        log.info("resume=true: no saved state in %s; this training starts from step 0", cfg.output_dir)
+    fit = trainer.fit(resume=resume)
     test = trainer.evaluate("test")
     old_change = old.change()  # and after
     results = {"dev": fit.best_dev, "test": test}

@@ -44,8 +44,8 @@ import datasets
 import faiss
 import numpy as np
 
-from mtl.config import EncoderConfig, package_dir
-from mtl.model import MultitaskModel, build_encoder
+from mtl.config import package_dir
+from mtl.model import MultitaskModel, load_pretrained
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.lf import BatchLabelingFunction
 
@@ -75,10 +75,7 @@ class Embedder:
     (``Embedder.load``)."""
 
     def __init__(self, encoder: str, max_length: int = 128, batch_size: int = 128) -> None:
-        try:
-            model, tokenizer = build_encoder(EncoderConfig(name_or_path=encoder))
-        except OSError as e:
-            raise MtlError(f"the encoder {encoder!r} for embeddings could not be loaded: {e}") from e
+        model, tokenizer = load_pretrained(encoder, "weak.embedding.encoder")
         self.name = encoder
         self.max_length = max_length
         self.batch_size = batch_size

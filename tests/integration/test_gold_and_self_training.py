@@ -78,10 +78,10 @@ def test_mix_adds_the_training_folds_gold_rows_at_their_weight(tmp_path: Path) -
 def test_gold_modes_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"gold.mode=mix: no task of the run has weak labels"):
         train(_cfg(tmp_path, "gold.mode=mix", "tasks.youtube.labels=gold"), echo=False)
-    with pytest.raises(
-        Exception, match=r"gold.folds must be >= 2 and gold.fold in 0..gold.folds-1, got 4 and 4"
-    ):
+    with pytest.raises(Exception, match=r"gold.fold must be in 0..gold.folds-1, got gold.fold=4, folds=4"):
         train(_cfg(tmp_path, "gold.mode=mix", "gold.fold=4"), echo=False)
+    with pytest.raises(Exception, match=r"out of range: gold.folds=1 \(must be >= 2\)"):
+        train(_cfg(tmp_path, "gold.mode=mix", "gold.folds=1"), echo=False)
     with pytest.raises(Exception, match=r"gold.trainer names unknown trainer keys \['lr'\]"):
         train(_cfg(tmp_path, "gold.mode=finetune", "+gold.trainer.lr=1e-5"), echo=False)
 
@@ -103,5 +103,5 @@ def test_self_training_relabels_the_train_rows_and_is_reproducible(tmp_path: Pat
     assert first["train_labels"]["youtube"].endswith("round0/pseudo_labels/youtube.npy")
     scores = [{t: m["metric"] for t, m in r["metrics"]["test"].items()} for r in reports]
     assert (labels[0] == labels[1]).all() and scores[0] == scores[1]  # seeded: the same labels and model
-    with pytest.raises(Exception, match=r"self_train.rounds must be >= 0 and self_train.min_confidence in"):
+    with pytest.raises(Exception, match=r"self_train.min_confidence=1.5 \(must be in \[0, 1\]\)"):
         train(_cfg(tmp_path, "self_train.rounds=1", "self_train.min_confidence=1.5"), echo=False)

@@ -158,6 +158,9 @@ def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
     for args, message in (
         (["resume=true"], "error: resume=true: nothing to resume in"),
         ([f"init_from={tmp_path / 'nope'}"], f"error: init_from '{tmp_path / 'nope'}' does not exist"),
+        (["trainer.batch_size=0"], "error: out of range: trainer.batch_size=0 (must be >= 1)"),
+        (["encoder.name_or_path=/does/not/exist"], "error: encoder.name_or_path '/does/not/exist' does not"),
+        (["-m", "seed=1"], "error: output_dir cannot be set in a sweep (-m): every job writes to its own"),
     ):
         proc = subprocess.run(
             [

@@ -13,6 +13,7 @@ from mtl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig
 from mtl.heads import build_head
 from mtl.model import MultitaskModel, build_encoder
+from mtl.types import MtlError
 
 TASKS = {
     "spam": TaskConfig(label_names=["ham", "spam"], source=SourceConfig(format="wrench", path="/x")),
@@ -99,3 +100,14 @@ def test_missing_and_foreign_folders_are_named(tmp_path: Path) -> None:
     (tmp_path / "foreign").mkdir()
     with pytest.raises(CheckpointError, match="foreign' is not an mtl checkpoint"):
         load_checkpoint(tmp_path / "foreign")
+
+
+@pytest.mark.parametrize("part", ["heads/spam.safetensors", "encoder/model.safetensors"])
+def test_truncated_weights_are_a_named_error(model_and_tok, tmp_path: Path, part: str) -> None:  # type: ignore[no-untyped-def]
+    model, tok = model_and_tok
+    save_checkpoint(tmp_path / "ck", model, tok, TASKS, max_length=48)
+    weights = tmp_path / "ck" / part
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    named = str(weights) if part.startswith("heads") else f"{tmp_path / 'ck' / 'encoder'}'.*model.safetensors"
+    with pytest.raises(MtlError, match=rf"{named}.*truncated or corrupted"):
+        load_checkpoint(tmp_path / "ck")

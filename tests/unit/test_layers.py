@@ -51,7 +51,15 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "commands",
-        {"mtl.cli", "mtl.cli.train", "mtl.cli.evaluate", "mtl.cli.label", "mtl.cli.predict", "mtl.cli.bench"},
+        {
+            "mtl.cli",
+            "mtl.cli.sweep",
+            "mtl.cli.train",
+            "mtl.cli.evaluate",
+            "mtl.cli.label",
+            "mtl.cli.predict",
+            "mtl.cli.bench",
+        },
     ),
     ("public API", {"mtl"}),
 ]

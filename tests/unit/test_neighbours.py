@@ -79,7 +79,7 @@ def test_feature_cache_is_reused_and_refuses_another_encoder(tiny_encoder_dir: P
         MtlError, match=r"task 't', train split: the cached features in .* are of .*other/model"
     ):
         cached_features("t", "train", ds, embed, tmp_path)
-    with pytest.raises(MtlError, match=r"the encoder '/does/not/exist' for embeddings could not be loaded"):
+    with pytest.raises(MtlError, match=r"weak.embedding.encoder '/does/not/exist' does not exist"):
         Embedder("/does/not/exist")
 
 

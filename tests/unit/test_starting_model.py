@@ -198,3 +198,48 @@ def test_feature_cache_matches_the_frozen_encoder_end_to_end(
     for name, p in t0.model.heads.state_dict().items():
         torch.testing.assert_close(t1.model.heads.state_dict()[name], p, atol=1e-4, rtol=1e-4)
     assert any(not torch.equal(heads0[k], v) for k, v in t0.model.heads.state_dict().items())
+
+
+def test_init_from_records_the_encoder_it_used_and_names_what_it_overrules(
+    tiny_encoder_dir: Path, spam_folder: Path, tmp_path: Path
+) -> None:
+    """The checkpoint was trained from encoder A at max_length 32; the run's encoder config either names
+    A (its max_length applies) or another model (the checkpoint's settings apply, with a note)."""
+    trained = EncoderConfig(name_or_path=str(tiny_encoder_dir), max_length=32)
+    enc, tok = build_encoder(trained)
+    tasks = {"spam": _config(spam_folder, ["ham", "spam"])}
+    heads = {"spam": build_head(32, 2, HeadConfig())}
+    config = {"encoder": {"name_or_path": str(tiny_encoder_dir), "max_length": 32}}
+    ck = save_checkpoint(
+        tmp_path / "ck", MultitaskModel(enc, heads), tok, tasks, max_length=32, config=config
+    )
+    run_tasks = dict([_task("spam", spam_folder, ["ham", "spam"])])
+
+    other = starting_model(run_tasks, EncoderConfig(name_or_path="/models/minilm", max_length=128), str(ck))
+    assert (other.encoder.name_or_path, other.encoder.max_length) == (str(tiny_encoder_dir), 32)
+    assert other.notes == [
+        f"the run's encoder (/models/minilm) is not used: init_from's checkpoint has its own, trained from "
+        f"{tiny_encoder_dir}; its pooling (mean) and max_length (32) apply"
+    ]
+    same = starting_model(
+        run_tasks, EncoderConfig(name_or_path=str(tiny_encoder_dir), max_length=64), str(ck)
+    )
+    assert (same.encoder.name_or_path, same.encoder.max_length) == (str(tiny_encoder_dir), 64)
+    assert same.notes == [
+        "encoder.max_length=64: texts are cut at 64 tokens (the checkpoint was trained at 32)"
+    ]
+    assert "max_length: 64" in same.describe() and same.as_dict()["encoder"]["max_length"] == 64
+    exact = starting_model(
+        run_tasks, EncoderConfig(name_or_path=str(tiny_encoder_dir), max_length=32), str(ck)
+    )
+    assert exact.notes == []
+
+
+def test_a_missing_encoder_path_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MtlError, match=r"^encoder.name_or_path '/does/not/exist' does not exist \(a model"):
+        build_encoder(EncoderConfig(name_or_path="/does/not/exist"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        MtlError, match=r"encoder.name_or_path '.*empty' is not a model folder \(no config.json\)"
+    ):
+        build_encoder(EncoderConfig(name_or_path=str(tmp_path / "empty")))
