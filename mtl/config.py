@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
@@ -796,6 +797,13 @@ def check_config(cfg: DictConfig) -> None:
     bad = out_of_range(root)
     if bad:
         raise MtlError(f"out of range: {', '.join(bad)}")
+    target = getattr(getattr(root, "trainer", None), "optimizer", {}).get("_target_")
+    if target is not None:
+        try:
+            hydra.utils.get_method(target)
+        except Exception as e:  # ImportError, AttributeError, ValueError...: Hydra wraps them alike
+            why = " ".join(str(e).split())
+            raise MtlError(f"trainer.optimizer._target_ {target!r} cannot be imported ({why})") from None
 
 
 def as_task_config(cfg: TaskConfig | DictConfig | dict[str, Any]) -> TaskConfig:

@@ -1,7 +1,8 @@
 """The data building blocks of a task: leak-free splits, label encoding, tokenizing, batching.
 
 ``make_splits`` carves missing dev/test splits by a hash of normalised text (dedup, caps); ``label_index``
-maps class names or indices to ids (errors name the file and row); ``tokenize`` (``Dataset.map``, cached
+maps class names or indices to ids (errors name the file and row) and ``check_not_one_based`` stops
+1-based class numbers from being read as 0-based indices; ``tokenize`` (``Dataset.map``, cached
 by ``datasets``' fingerprinting) leaves padding to ``Collator``, which pads per batch, not to
 ``max_length``; ``LengthGroupedBatchSampler`` batches similar lengths. ``mtl.prepare`` runs them in order.
 """
@@ -9,10 +10,12 @@ by ``datasets``' fingerprinting) leaves padding to ``Collator``, which pads per 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import datasets
@@ -148,32 +151,98 @@ def cross_fit(task: str, splits: dict[str, list[RawRow]], cfg: SplitConfig) -> d
     return {"train": splits["train"], "dev": held, "test": splits["test"], "gold": rest}
 
 
+def _as_int(key: str) -> int | None:
+    """The class index a raw label key spells (``"2"``, ``"2.0"``, ``" 2 "``), or None."""
+    try:
+        number = float(key)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
+
+
+def _key(raw: Any) -> str:
+    return "" if raw is None else str(raw).strip()
+
+
+def _mapped(raw: Any, label_map: dict[str, str]) -> str:
+    """The raw label's key after ``label_map``; a label read as a number (``1.0``) also finds the key
+    written as an integer (``"1"``)."""
+    key = _key(raw)
+    if key in label_map:
+        return label_map[key]
+    n = None if isinstance(raw, bool) else _as_int(key)
+    return label_map.get(str(n), key) if n is not None else key
+
+
 def label_index(task: str, label_names: list[str], label_map: dict[str, str]) -> Callable[[RawRow], int]:
-    """Return a function mapping a raw label (class index, class name or ``label_map`` key) to an id."""
+    """Return a function mapping a raw label to a class id: a ``label_map`` key (an integral number
+    also finds its integer key: ``1.0`` finds ``"1"``) or a class name, else a 0-based class index
+    (``"2"``, ``2``, ``2.0``). Anything else (``None``, booleans, ``""``, other names and numbers) is a
+    ``DataError`` naming the file and row.
+
+    Example:
+        >>> encode = label_index("t", ["World", "Sports"], {"sport": "Sports"})
+        >>> [encode(RawRow("x", y, "f.csv", 2, {})) for y in ["World", "sport", 1, "0", 1.0]]
+        [0, 1, 1, 0, 1]
+    """
     by_name = {name: i for i, name in enumerate(label_names)}
 
     def encode(row: RawRow) -> int:
         raw = row.label
-        key = str(raw).strip() if raw is not None else ""
-        if key in label_map:
-            key = label_map[key]
+        key = _mapped(raw, label_map)
         if key in by_name:
             return by_name[key]
-        if isinstance(raw, bool) or raw is None or key == "":
-            pass
-        else:
-            try:
-                as_int = int(float(key))
-                if float(key) == as_int and 0 <= as_int < len(label_names):
-                    return as_int
-            except ValueError:
-                pass
+        n = None if isinstance(raw, bool) else _as_int(key)
+        if n is not None and 0 <= n < len(label_names):
+            return n
         raise DataError(
             f"task {task!r}: label {raw!r} in {row.file} row {row.line} is not one of the task's "
             f"label_names {label_names} (nor an index into them, nor a key of source.label_map)"
         )
 
     return encode
+
+
+def check_not_one_based(
+    task: str, label_names: list[str], label_map: dict[str, str], rows: Iterable[RawRow]
+) -> None:
+    """Fail when a task's labels look like 1-based class numbers: every label is a number in
+    1..len(label_names), none is a class name or a ``label_map`` key, and none is 0. Read as 0-based
+    indices, class 1 would become the second name and the first would get no rows, silently; the
+    error writes out the ``source.label_map`` that reads them as 1-based.
+
+    Call it with every row of the task (all splits, before splitting): one split alone may lack a 0.
+
+    Example:
+        >>> rows = [RawRow("x", y, "ag.csv", i, {}) for i, y in enumerate([3, 1, 2], start=2)]
+        >>> names = ["World", "Sports", "Business", "Sci/Tech"]
+        >>> check_not_one_based("ag", names, {}, rows)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mtl.sources.DataError: task 'ag': every label is a number and none is 0 (values seen: [1, 2, 3]);...
+    """
+    by_name = set(label_names)
+    seen: dict[int, Any] = {}
+    for row in rows:
+        key = _key(row.label)
+        n = None if isinstance(row.label, bool) else _as_int(key)
+        if key in by_name or key in label_map or (n is not None and str(n) in label_map):
+            return  # named, or mapped: not a bare index
+        if n is None or not 1 <= n <= len(label_names):
+            return  # a 0, or a label that label_index reports by its row
+        seen.setdefault(n, row.label)
+    if not seen:
+        return
+    values = [seen[n] for n in sorted(seen)]
+    one_based = json.dumps({str(i): name for i, name in enumerate(label_names, start=1)})
+    as_is = json.dumps({str(n): label_names[n] for n in sorted(seen) if n < len(label_names)})
+    raise DataError(
+        f"task {task!r}: every label is a number and none is 0 (values seen: {values[:20]}"
+        f"{' ...' if len(values) > 20 else ''}); they look 1-based, but numbers are read as 0-based "
+        f"indices into label_names {label_names}, so {label_names[0]!r} would get no rows. If 1 means "
+        f"{label_names[0]!r}, set source.label_map: {one_based} in the task YAML; if they are 0-based "
+        f"and class 0 has no rows, set source.label_map: {as_is}"
+    )
 
 
 def tokenize(

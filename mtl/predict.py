@@ -1,4 +1,8 @@
-"""One-pass multi-task inference (``MultitaskModel.predict``) and records for ``mtl-predict``."""
+"""One-pass multi-task inference (``MultitaskModel.predict``) and records for ``mtl-predict``.
+
+``predict_records`` gives one record per text, in order: an empty or whitespace-only text does not go
+through the model and gets ``predictions: None``, so record i always answers text i.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mtl.config import TaskConfig
 from mtl.model import MultitaskModel
+from mtl.types import MtlError
 
 
 def predict(
@@ -49,4 +54,30 @@ def prediction_records(
                 "probs": {n: round(float(v), 6) for n, v in zip(names, p[i].tolist(), strict=True)},
             }
         records.append({"text": text, "predictions": preds})
+    return records
+
+
+def predict_records(
+    model: MultitaskModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    tasks: Mapping[str, TaskConfig],
+    heads: Sequence[str] | None = None,
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> list[dict[str, object]]:
+    """One record per text, in the order of ``texts`` (``prediction_records`` of the ``heads``, all when
+    None). A text that is empty or only whitespace does not go through the model: its record is
+    ``{"text": text, "predictions": None}``, with the text as given."""
+    unknown = [h for h in heads or [] if h not in tasks]
+    if unknown:
+        raise MtlError(f"no head for task(s) {unknown} in this model; set heads= to some of {sorted(tasks)}")
+    keep = [i for i, text in enumerate(texts) if text.strip()]
+    records: list[dict[str, object]] = [{"text": text, "predictions": None} for text in texts]
+    if keep:
+        kept = [texts[i] for i in keep]
+        probs = predict(model, tokenizer, kept, heads, batch_size=batch_size, max_length=max_length)
+        for i, record in zip(keep, prediction_records(kept, probs, tasks), strict=True):
+            records[i] = record
     return records

@@ -5,9 +5,9 @@
 labeling (``mtl-label`` stops after the weak labels) and benchmarks all go through here, so a task is
 prepared the same way whichever command asks. Each step is cached:
 
-1. ``load_task_splits``: the source's rows (``mtl.sources``), labels encoded, split (``mtl.data``),
-   saved under ``cache_dir/prepared/`` keyed by the source and split configs and the files' sizes and
-   times.
+1. ``load_task_splits``: the source's rows (``mtl.sources``; rows with an empty text dropped), labels
+   checked (``check_not_one_based``) and encoded, split (``mtl.data``), saved under
+   ``cache_dir/prepared/`` keyed by the source and split configs and the files' sizes and times.
 2. ``training_targets``: the train split's ``label_probs`` from the LFs and a label model
    (``mtl.weak.pipeline``, cached under ``cache_dir/labels/``) or from a saved ``train_probs.npy``.
 3. ``mtl.augment.augment``: transformed copies of the training rows (``augment.mode: once``; on the fly,
@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mtl.augment import augment
 from mtl.config import AugmentMode, SourceConfig, SourceFormat
-from mtl.data import label_index, make_splits, tokenize
+from mtl.data import check_not_one_based, label_index, make_splits, tokenize
 from mtl.slicing import slice_matrix
 from mtl.sources import DataError, files_for, read_rows
 from mtl.task import Task
@@ -44,7 +44,8 @@ from mtl.weak.pipeline import attach_probs, load_label_probs, weak_label
 log = logging.getLogger("mtl.prepare")
 
 # Bump when the prepared format changes so stale caches are not reused.
-_PREPARE_VERSION = "4"  # 4: a cross-fitted task keeps its train split and its fold's gold rows
+# 4: a cross-fitted task keeps its train split and its fold's gold rows; 5: rows with an empty text dropped
+_PREPARE_VERSION = "5"
 
 
 def _fingerprint(obj: Any) -> str:
@@ -68,8 +69,26 @@ def load_task_splits(task: Task, cache_dir: str | Path, seed: int = 0) -> datase
     Cross-fitted (``split.dev_folds``), dev is the held-out fold and the other folds' gold rows are the
     task's gold training rows: the train split with ``labels: gold``; with weak labels a ``gold`` split
     beside the weak train split, on which the label model is chosen and calibrated and which
-    ``training_targets`` mixes into training with ``weak.gold_weight`` > 0."""
-    return _gold_rows(task, _cached_splits(task, cache_dir, seed))
+    ``training_targets`` mixes into training with ``weak.gold_weight`` > 0.
+
+    Trained on gold labels, a class with no training row is a warning, on every call (cached or not)."""
+    dsd = _gold_rows(task, _cached_splits(task, cache_dir, seed))
+    if task.config.labels == "gold":
+        _warn_missing_classes(task, dsd["train"])
+    return dsd
+
+
+def _warn_missing_classes(task: Task, train: datasets.Dataset) -> None:
+    present = set(train.unique("label"))
+    missing = [name for i, name in enumerate(task.label_names) if i not in present]
+    if missing:
+        log.warning(
+            "task %r: class(es) %s have no rows in the train split, so the model never learns them; "
+            "likely cause: the source has none (check its labels, or 1-based numbers read as 0-based "
+            "indices: source.label_map), or include_regex, split.max_rows or split.dev_folds left them out",
+            task.name,
+            missing,
+        )
 
 
 def _gold_rows(task: Task, dsd: datasets.DatasetDict) -> datasets.DatasetDict:
@@ -99,8 +118,11 @@ def _cached_splits(task: Task, cache_dir: str | Path, seed: int) -> datasets.Dat
     if (folder / "dataset_dict.json").exists():
         return datasets.load_from_disk(str(folder))
     raw = read_rows(task.name, cfg.source)
-    encode = label_index(task.name, task.label_names, dict(cfg.source.label_map))
-    for rows in raw.values():  # every label is checked, whichever split its row ends up in
+    label_map = dict(cfg.source.label_map)
+    # every label is checked, whichever split its row ends up in
+    check_not_one_based(task.name, task.label_names, label_map, (r for rows in raw.values() for r in rows))
+    encode = label_index(task.name, task.label_names, label_map)
+    for rows in raw.values():
         for r in rows:
             r.label = encode(r)
     splits = make_splits(task.name, raw, cfg.split, seed)
@@ -110,11 +132,18 @@ def _cached_splits(task: Task, cache_dir: str | Path, seed: int) -> datasets.Dat
         if all("weak_labels" in r.extra for r in rows):
             cols["weak_labels"] = [r.extra["weak_labels"] for r in rows]
         dsd[split] = datasets.Dataset.from_dict(cols)
+    # written to a temporary folder and renamed, so a crash or an error never leaves a half-written
+    # folder that a later run would take for a prepared task
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    dsd.save_to_disk(str(tmp))
     try:
-        os.replace(tmp, folder)
-    except OSError:  # another process prepared it first
+        dsd.save_to_disk(str(tmp))
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "dataset_dict.json").exists():
+                raise
+            # another process prepared it first
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(folder))
 

@@ -1,18 +1,25 @@
 """Reading a task's source files (WRENCH json, csv, tsv, JSON lines, JSON, Hub) into raw rows per split.
 
-Errors name the task and the file, row and field at fault.
+Errors name the task and the file, row and field at fault. What reading tolerates, so that one file
+gives the same rows however it was saved: a UTF-8 byte order mark (``source.encoding`` utf-8 is read as
+``utf-8-sig``), CRLF or LF line endings, csv fields of any length. Rows whose text is empty or only
+whitespace are dropped (a count per split in the log). A byte that is not valid in ``source.encoding``
+is an error naming the file and line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import json
+import logging
 import re
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import datasets
 
@@ -20,6 +27,7 @@ from mtl.config import SourceConfig
 from mtl.types import MtlError
 from mtl.userload import resolve_path
 
+log = logging.getLogger("mtl.sources")
 SPLITS = ("train", "dev", "test")
 _WRENCH_FILES = {"train": ["train.json"], "dev": ["valid.json"], "test": ["test.json"]}
 
@@ -78,10 +86,67 @@ def files_for(task: str, src: SourceConfig) -> dict[str, list[Path]]:
     return out
 
 
-def _read_wrench(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=src.encoding) as f:
-        data = json.load(f)
+_ENCODING_FIX = (
+    "set source.encoding (e.g. latin-1 or cp1252) in the task YAML, or re-encode the file as UTF-8"
+)
+
+Records = Iterator[tuple[int, Any]]
+"""A file's records with the line (or index) each starts at; a record is a dict when well formed."""
+
+
+def _open(task: str, path: Path, src: SourceConfig, newline: str | None = None) -> TextIO:
+    try:
+        name = codecs.lookup(src.encoding).name
+    except LookupError:
+        raise DataError(
+            f"task {task!r}: source.encoding {src.encoding!r} is not a known text encoding "
+            "(e.g. utf-8, latin-1, cp1252)"
+        ) from None
+    # utf-8-sig reads files with and without a byte order mark; plain utf-8 would make it part of the
+    # first header field ("\ufefftext") or of the first JSON value
+    return open(path, encoding="utf-8-sig" if name == "utf-8" else src.encoding, newline=newline)
+
+
+def _decode_error(task: str, path: Path, src: SourceConfig, err: UnicodeDecodeError) -> DataError:
+    """Where in ``path`` the first byte that is not valid ``source.encoding`` is. The offset in ``err``
+    is relative to the decoder's chunk, so the whole file is decoded again in one piece."""
+    data = path.read_bytes()
+    try:
+        data.decode(src.encoding)
+    except UnicodeDecodeError as e:
+        start, bad = e.start, data[e.start : e.end]
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        shown = " ".join(f"0x{b:02x}" for b in bad[:4])
+        return DataError(
+            f"task {task!r}: {path} line {line}: byte {shown} (byte offset {start}, column {column}) is not "
+            f"valid {src.encoding} ({e.reason}); {_ENCODING_FIX}"
+        )
+    return DataError(f"task {task!r}: {path} is not valid {src.encoding} ({err}); {_ENCODING_FIX}")
+
+
+def _load_json(task: str, path: Path, src: SourceConfig) -> Any:
+    with _open(task, path, src) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"task {task!r}: {path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})"
+            ) from e
+
+
+def _read_wrench(task: str, path: Path, src: SourceConfig) -> Records:
+    data = _load_json(task, path, src)
+    if not isinstance(data, dict):
+        raise DataError(
+            f"task {task!r}: {path}: format 'wrench' expects a JSON object keyed by example id, "
+            f"got a JSON {type(data).__name__}"
+        )
     for i, (key, obj) in enumerate(data.items()):
+        if not isinstance(obj, dict) or not isinstance(obj.get("data", {}), dict):
+            raise DataError(
+                f"task {task!r}: {path} key {key!r}: expected an object with 'data' (an object) and 'label'"
+            )
         rec = dict(obj.get("data", {}))
         rec["label"] = obj.get("label")
         rec["weak_labels"] = obj.get("weak_labels")
@@ -89,98 +154,162 @@ def _read_wrench(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str,
         yield i, rec
 
 
-def _read_jsonl(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=src.encoding) as f:
+def _read_jsonl(task: str, path: Path, src: SourceConfig) -> Records:
+    with _open(task, path, src) as f:
         for i, line in enumerate(f, start=1):
             if line.strip():
                 try:
                     yield i, json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{i}: not valid JSON ({e})") from e
+                    raise DataError(f"task {task!r}: {path}:{i}: not valid JSON ({e})") from e
 
 
-def _read_json(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=src.encoding) as f:
-        data = json.load(f)
+def _read_json(task: str, path: Path, src: SourceConfig) -> Records:
+    data = _load_json(task, path, src)
     if not isinstance(data, list):
-        raise DataError(f"{path}: format 'json' expects a JSON array of objects; use 'jsonl' or 'wrench'")
+        raise DataError(
+            f"task {task!r}: {path}: format 'json' expects a JSON array of objects; use 'jsonl' or 'wrench'"
+        )
     yield from enumerate(data)
 
 
-def _read_delimited(path: Path, src: SourceConfig, delimiter: str) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=src.encoding, newline="") as f:
-        if delimiter == "\t":
-            # Plain TSV with no quoting; a record broken by a stray newline (the UCI imdb file has some)
-            # is glued back until it has the expected number of fields.
-            lines = f.read().splitlines()
-            header = lines[0].split("\t") if src.has_header and lines else None
-            body = lines[1:] if header else lines
-            width = len(header) if header else max((len(x.split("\t")) for x in body), default=0)
-            names = header or [str(i) for i in range(width)]
-            buf, start = "", 0
-            for i, line in enumerate(body, start=2 if header else 1):
-                if not buf:
-                    start = i
-                buf = f"{buf} {line}" if buf else line
-                fields = buf.split("\t")
-                if len(fields) >= width:
-                    yield start, dict(zip(names, [x.strip() for x in fields], strict=False))
-                    buf = ""
-            if buf.strip():
-                raise DataError(f"{path}:{start}: record has fewer than {width} tab-separated fields")
+def _raise_csv_field_limit() -> None:
+    """Let a csv field be as long as the platform allows: the default limit, 131,072 characters, fails
+    on long documents."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
             return
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None) if src.has_header else None
-        for i, rec in enumerate(reader, start=2 if header else 1):
-            if not rec:
-                continue
-            names = header or [str(j) for j in range(len(rec))]
-            yield i, dict(zip(names, rec, strict=False))
+        except OverflowError:  # the limit is a C long, 32 bits on some platforms
+            limit //= 2
 
 
-def _read_file(path: Path, src: SourceConfig) -> Iterable[tuple[int, dict[str, Any]]]:
-    readers: dict[str, Callable[[Path, SourceConfig], Iterable[tuple[int, dict[str, Any]]]]] = {
-        "wrench": _read_wrench,
-        "jsonl": _read_jsonl,
-        "json": _read_json,
-        "csv": lambda p, s: _read_delimited(p, s, ","),
-        "tsv": lambda p, s: _read_delimited(p, s, "\t"),
-    }
-    if src.format not in readers:
-        raise DataError(f"unknown source.format {src.format!r}; choose one of {sorted([*readers, 'hub'])}")
-    return readers[src.format](path, src)
+def _read_csv(task: str, path: Path, src: SourceConfig) -> Records:
+    _raise_csv_field_limit()
+    with _open(task, path, src, newline="") as f:  # newline="": the csv module handles \r\n itself
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None) if src.has_header else None
+            end = reader.line_num
+            for rec in reader:
+                # a record starts on the line after the previous one ended (quoted fields span lines)
+                start, end = end + 1, reader.line_num
+                if not any(x.strip() for x in rec):  # a blank line
+                    continue
+                names = header or [str(j) for j in range(len(rec))]
+                yield start, dict(zip(names, rec, strict=False))
+        except csv.Error as e:
+            raise DataError(
+                f"task {task!r}: {path} line {reader.line_num}: not valid CSV ({e}); check the quoting there"
+            ) from e
+
+
+def _read_tsv(task: str, path: Path, src: SourceConfig) -> Records:
+    # Plain TSV with no quoting; a record broken by a stray newline (the UCI imdb file has some) is
+    # glued back until it has the expected number of fields. Lines end at \n, \r\n or \r only
+    # (str.splitlines would also split a text at \x0c, \x85 or \u2028).
+    with _open(task, path, src, newline="") as f:
+        lines = re.split(r"\r\n|\r|\n", f.read())
+    if lines[-1] == "":
+        lines.pop()
+    header = lines[0].split("\t") if src.has_header and lines else None
+    body = lines[1:] if header else lines
+    width = len(header) if header else max((len(x.split("\t")) for x in body), default=0)
+    names = header or [str(i) for i in range(width)]
+    buf, start = "", 0
+    for i, line in enumerate(body, start=2 if header else 1):
+        if not buf:
+            start = i
+        buf = f"{buf} {line}" if buf else line
+        fields = buf.split("\t")
+        if len(fields) >= width:
+            yield start, dict(zip(names, [x.strip() for x in fields], strict=False))
+            buf = ""
+    if buf.strip():
+        raise DataError(f"task {task!r}: {path}:{start}: record has fewer than {width} tab-separated fields")
+
+
+_READERS: dict[str, Callable[[str, Path, SourceConfig], Records]] = {
+    "wrench": _read_wrench,
+    "jsonl": _read_jsonl,
+    "json": _read_json,
+    "csv": _read_csv,
+    "tsv": _read_tsv,
+}
+
+
+def _read_file(task: str, path: Path, src: SourceConfig) -> Records:
+    if src.format not in _READERS:
+        raise DataError(f"unknown source.format {src.format!r}; choose one of {sorted([*_READERS, 'hub'])}")
+    try:
+        yield from _READERS[src.format](task, path, src)
+    except UnicodeDecodeError as e:
+        raise _decode_error(task, path, src, e) from e
+
+
+def _file_rows(task: str, path: Path, src: SourceConfig) -> Iterator[RawRow]:
+    for line, rec in _read_file(task, path, src):
+        if not isinstance(rec, dict):
+            raise DataError(
+                f"task {task!r}: {path} row {line}: expected an object with the text and label fields, "
+                f"got {json.dumps(rec)[:80]}"
+            )
+        for what, key in (("text", src.text_field), ("label", src.label_field)):
+            if key not in rec:
+                raise DataError(
+                    f"task {task!r}: {what} field {key!r} (source.{what}_field) not found in "
+                    f"{path} row {line}; fields there: {sorted(rec)}"
+                )
+        text = rec[src.text_field]
+        extra = {"weak_labels": rec["weak_labels"]} if rec.get("weak_labels") is not None else {}
+        yield RawRow("" if text is None else str(text), rec[src.label_field], str(path), line, extra)
 
 
 def read_rows(task: str, src: SourceConfig) -> dict[str, list[RawRow]]:
-    """Read a task's source into raw rows per split (``all`` when the source ships no split)."""
+    r"""Read a task's source into raw rows per split (``all`` when the source ships no split).
+
+    Rows come in file order with their text as read (csv: exactly as written; tsv: fields stripped of
+    surrounding whitespace), less those that ``include_regex``/``exclude_regex`` leave out and those
+    whose text is empty or only whitespace (dropped, with a count per split in the log).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "d.csv"
+        >>> _ = path.write_bytes(b'\xef\xbb\xbftext,label\r\n"a, ""quoted""\r\nfield",pos\r\n ,neg\r\n')
+        >>> rows = read_rows("t", SourceConfig(format="csv", path=str(path)))["all"]
+        >>> [(r.text, r.label, r.line) for r in rows]
+        [('a, "quoted"\r\nfield', 'pos', 2)]
+    """
     if src.format == "hub":
-        return _read_hub(task, src)
+        raw = _read_hub(task, src)
+    else:
+        raw = {
+            split: [row for path in paths for row in _file_rows(task, path, src)]
+            for split, paths in files_for(task, src).items()
+        }
     include = re.compile(src.include_regex, re.IGNORECASE) if src.include_regex else None
     exclude = re.compile(src.exclude_regex, re.IGNORECASE) if src.exclude_regex else None
     out: dict[str, list[RawRow]] = {}
-    for split, paths in files_for(task, src).items():
-        rows: list[RawRow] = []
-        for path in paths:
-            for line, rec in _read_file(path, src):
-                if src.text_field not in rec:
-                    raise DataError(
-                        f"task {task!r}: text field {src.text_field!r} (source.text_field) not found in "
-                        f"{path} row {line}; fields there: {sorted(rec)}"
-                    )
-                if src.label_field not in rec:
-                    raise DataError(
-                        f"task {task!r}: label field {src.label_field!r} (source.label_field) not found in "
-                        f"{path} row {line}; fields there: {sorted(rec)}"
-                    )
-                text = rec[src.text_field]
-                text = "" if text is None else str(text)
-                if include and not include.search(text):
-                    continue
-                if exclude and exclude.search(text):
-                    continue
-                extra = {"weak_labels": rec["weak_labels"]} if rec.get("weak_labels") is not None else {}
-                rows.append(RawRow(text, rec[src.label_field], str(path), line, extra))
-        out[split] = rows
+    empty: dict[str, int] = {}
+    for split, rows in raw.items():
+        kept = [r for r in rows if r.text.strip()]
+        if len(kept) < len(rows):
+            empty[split] = len(rows) - len(kept)
+        out[split] = [
+            r
+            for r in kept
+            if (include is None or include.search(r.text)) and not (exclude and exclude.search(r.text))
+        ]
+    if empty:
+        n = sum(empty.values())
+        log.warning(
+            "task %r: dropped %d row%s with an empty text (%s)",
+            task,
+            n,
+            "" if n == 1 else "s",
+            ", ".join(f"{split} {k}" for split, k in empty.items()),
+        )
     return out
 
 
@@ -204,8 +333,11 @@ def _read_hub(task: str, src: SourceConfig) -> dict[str, list[RawRow]]:
                         f"task {task!r}: field {field_name!r} not in {src.path}[{name}] {ds.column_names}"
                     )
             for i, rec in enumerate(ds):
+                text = rec[src.text_field]
                 rows.append(
-                    RawRow(str(rec[src.text_field]), rec[src.label_field], f"{src.path}[{name}]", i, {})
+                    RawRow(
+                        "" if text is None else str(text), rec[src.label_field], f"{src.path}[{name}]", i, {}
+                    )
                 )
         out[split if split in SPLITS else "all"] = rows
     return out

@@ -191,6 +191,8 @@ def test_every_numeric_key_is_range_checked_before_any_work() -> None:
     check_config(_compose("train", []))  # the shipped defaults are in range
     with pytest.raises(MtlError, match=r"^out of range: batch_size=0 \(must be >= 1\)$"):
         check_config(_compose("predict", ["checkpoint=x", "batch_size=0"]))
+    with pytest.raises(MtlError, match=r"^trainer.optimizer._target_ 'torch.optim.Nosuch' cannot be"):
+        check_config(_compose("train", ["trainer.optimizer._target_=torch.optim.Nosuch"]))
     with pytest.raises(MtlError, match=r"^checkpoint is required: pass checkpoint=\.\.\.$"):
         check_config(_compose("eval", []))
     task = _compose("train", ["tasks=[sms]", "tasks.sms.head.dropout=1.0", "tasks.sms.split.dev=-0.1"])

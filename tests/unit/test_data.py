@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -160,11 +161,11 @@ def test_hub_format_reads_a_local_datasets_folder(tmp_path: Path) -> None:
     folder = tmp_path / "hubby"
     folder.mkdir()
     (folder / "train.csv").write_text("sentence,label\n" + "".join(f"s{i},{i % 2}\n" for i in range(30)))
-    (folder / "test.csv").write_text("sentence,label\nt0,0\nt1,1\n")
+    (folder / "test.csv").write_text("sentence,label\nt0,0\nt1,1\n,1\n")  # an empty text: None, dropped
     src = SourceConfig(format="hub", path=str(folder), text_field="sentence")
     cfg = TaskConfig(label_names=["neg", "pos"], source=src, split=SplitConfig(dev=0.3, test=0.0))
     dsd = load_task_splits(Task("h", cfg), tmp_path / "cache")
-    assert list(dsd["test"]["text"]) == ["t0", "t1"]
+    assert list(dsd["test"]["text"]) == ["t0", "t1"]  # not "None"
     assert len(dsd["train"]) + len(dsd["dev"]) == 30 and len(dsd["dev"]) > 0
     src.text_field = "text"
     with pytest.raises(DataError, match=r"field 'text' not in .*hubby\[train\]"):
@@ -242,7 +243,8 @@ def test_cross_fitting_errors_name_the_task_and_key(tmp_path: Path, caplog: pyte
         Task("t", dataclasses.replace(weak, labels="gold"))
     ranges = dataclasses.replace(cfg.weak, gold_lf=-1, knn=dataclasses.replace(cfg.weak.knn, k=-2))
     with pytest.raises(
-        MtlError, match=r"task 't': out of range: weak.knn.k=-2, weak.gold_lf=-1 \(knn.k >= 0"
+        MtlError,
+        match=r"task 't': out of range: weak.knn.k=-2 \(must be >= 0\), weak.gold_lf=-1 \(must be >= 0\)$",
     ):
         Task("t", dataclasses.replace(cfg, weak=ranges))
     cfg.split.max_rows = {"dev": 12}
@@ -257,3 +259,109 @@ def test_cross_fitting_errors_name_the_task_and_key(tmp_path: Path, caplog: pyte
         for fold in range(5):  # 3 dev rows in 5 folds: some fold is empty
             cfg.split.dev_fold = fold
             load_task_splits(Task("t", cfg), tmp_path / "c")
+
+
+AG_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+def _ag_task(path: Path, **source: object) -> TaskConfig:
+    src = SourceConfig(format="csv", path=str(path), text_field="body", label_field="y", **source)  # type: ignore[arg-type]
+    return TaskConfig(label_names=AG_NAMES, source=src, split=SplitConfig(dev=0.2, test=0.2))
+
+
+def test_one_based_labels_are_an_error_that_writes_out_the_label_map(tmp_path: Path) -> None:
+    # AG News: classes 1..4; the file read has no 4, so nothing is out of range and, read as 0-based
+    # indices, 1 would silently become "Sports"
+    path = _write_csv(tmp_path / "ag.csv", [(f"news {i}", str(1 + i % 3)) for i in range(60)])
+    with pytest.raises(DataError) as err:
+        load_task_splits(Task("ag", _ag_task(path)), tmp_path / "c")
+    message = str(err.value)
+    assert message.startswith(
+        "task 'ag': every label is a number and none is 0 (values seen: ['1', '2', '3'])"
+    )
+    one_based = '{"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}'
+    assert f"set source.label_map: {one_based} in the task YAML" in message
+    assert not (tmp_path / "c" / "prepared").exists() or not any((tmp_path / "c" / "prepared").iterdir())
+    # the map the message writes out reads them as 1-based
+    dsd = load_task_splits(Task("ag", _ag_task(path, label_map=json.loads(one_based))), tmp_path / "c")
+    label = {t: y for split in dsd.values() for t, y in zip(split["text"], split["label"], strict=True)}
+    assert (label["news 0"], label["news 1"], label["news 2"]) == (0, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("names", "labels"),
+    [
+        (AG_NAMES, ["0", "1", "3"]),  # a 0 among them: 0-based indices
+        (["1", "2", "3", "4", "5"], ["1", "2", "5"]),  # star ratings: the numbers are the class names
+        (["neg", "pos"], ["1.0", "neg"]),  # not all numbers
+    ],
+)
+def test_labels_that_are_not_one_based_load(tmp_path: Path, names: list[str], labels: list[str]) -> None:
+    path = _write_csv(tmp_path / "d.csv", [(f"row {i}", labels[i % len(labels)]) for i in range(60)])
+    cfg = dataclasses.replace(_ag_task(path), label_names=names)
+    dsd = load_task_splits(Task("t", cfg), tmp_path / "c")
+    assert sum(len(d) for d in dsd.values()) == 60
+
+
+def test_class_without_train_rows_is_warned_on_every_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write_csv(tmp_path / "ag.csv", [(f"news {i}", AG_NAMES[i % 2]) for i in range(60)])
+    cfg = _ag_task(path)
+    for _ in range(2):  # the second run reads the prepared splits from the cache and still warns
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mtl.prepare"):
+            load_task_splits(Task("ag", cfg), tmp_path / "c")
+        assert "task 'ag': class(es) ['Business', 'Sci/Tech'] have no rows in the train split" in caplog.text
+        assert "1-based numbers read as 0-based" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mtl.prepare"):  # every class present: silent
+        load_task_splits(Task("ag", dataclasses.replace(cfg, label_names=AG_NAMES[:2])), tmp_path / "c")
+    assert "no rows in the train split" not in caplog.text
+
+
+def test_class_missing_from_the_cross_fitted_gold_train_rows_is_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cross-fitted with gold labels, the train split is the gold folds of dev: a class that the source
+    has only in the shipped train file never reaches training."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    _write_csv(folder / "train.csv", [(f"train row {i}", AG_NAMES[i % 3]) for i in range(30)])
+    _write_csv(folder / "dev.csv", [(f"dev row {i}", AG_NAMES[i % 2]) for i in range(40)])
+    _write_csv(folder / "test.csv", [(f"test row {i}", AG_NAMES[i % 3]) for i in range(10)])
+    files = {s: [f"{s}.csv"] for s in ("train", "dev", "test")}
+    cfg = _ag_task(folder, files=files)
+    cfg.split.dev_folds = 2
+    with caplog.at_level(logging.WARNING, logger="mtl.prepare"):
+        dsd = load_task_splits(Task("ag", cfg), tmp_path / "c")
+    assert set(dsd["train"]["label"]) == {0, 1}
+    assert "task 'ag': class(es) ['Business', 'Sci/Tech'] have no rows" in caplog.text
+
+
+def test_empty_texts_are_dropped_from_every_split_and_votes_stay_aligned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "w"
+    folder.mkdir()
+    texts = {
+        "train": ["alpha one", "", "beta two", "   ", "gamma three", "delta four"],
+        "valid": ["dev a", "dev b"],
+        "test": ["test a", "\t\n", "test b"],
+    }
+    for name, items in texts.items():
+        # each row's votes name the row, so a shift between texts and votes shows
+        data = {
+            str(i): {"label": i % 2, "data": {"text": t}, "weak_labels": [i % 2, 100 + i]}
+            for i, t in enumerate(items)
+        }
+        (folder / f"{name}.json").write_text(json.dumps(data))
+    cfg = TaskConfig(label_names=["x", "y"], source=SourceConfig(format="wrench", path=str(folder)))
+    with caplog.at_level(logging.WARNING, logger="mtl.sources"):
+        dsd = load_task_splits(Task("w", cfg), tmp_path / "cache")
+    assert "task 'w': dropped 3 rows with an empty text (train 2, test 1)" in caplog.text
+    assert dsd["train"]["text"] == ["alpha one", "beta two", "gamma three", "delta four"]
+    assert [v[1] for v in dsd["train"]["weak_labels"]] == [100, 102, 104, 105]
+    assert dsd["train"]["label"] == [0, 0, 0, 1]
+    assert dsd["test"]["text"] == ["test a", "test b"]
+    assert [v[1] for v in dsd["test"]["weak_labels"]] == [100, 102]
