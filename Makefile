@@ -51,8 +51,9 @@ bench-label: $(STAMP)  ## label models vs snorkel 0.10.0 (installs snorkel into 
 	$(BIN)/pip install -q snorkel==0.10.0
 	$(BIN)/python scripts/bench_label_model.py
 
-bench-slices: $(STAMP)  ## plain vs upweight vs slice-aware heads, +/- augmentation, 3 seeds (needs ../shared/data; ~2.5 h)
+bench-slices: $(STAMP)  ## plain vs slice heads, group DRO, JTT on tweets (weak, gold), sentiment, spam; 3 seeds (../shared/data; ~6 h)
 	$(BIN)/mtl-bench bench=slices_tweets
+	$(BIN)/mtl-bench bench=slices_sentiment
 	$(BIN)/mtl-bench bench=slices_spam
 
 bench-perf: $(STAMP)  ## LF application vs snorkel, training loop vs accelerate/HF Trainer, one-pass inference (~25 min)

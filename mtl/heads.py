@@ -28,12 +28,29 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtl.config import HeadConfig, HeadType, parse_choice
 from mtl.types import ABSTAIN
+
+
+def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's cross-entropy (float32) and whether the row counts (see ``soft_cross_entropy``)."""
+    logits = logits.float()
+    if labels.dtype.is_floating_point:
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"soft labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}"
+            )
+        weight = labels.sum(-1)
+        target = labels / weight.unsqueeze(-1).clamp(min=1e-12)
+        return -(target * F.log_softmax(logits, -1)).sum(-1) * weight, weight > 0
+    per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    return per_row, labels != ABSTAIN
 
 
 def soft_cross_entropy(
@@ -44,27 +61,71 @@ def soft_cross_entropy(
     A soft row is a distribution scaled by its weight: a row summing to w > 0 is the normalised
     distribution counted with weight w (how uncovered rows are kept at low weight and gold rows mixed
     in at a higher one), a row of zeros is masked like an abstain. ``row_weight`` multiplies each row's
-    loss further (slice upweighting). The mean is over unmasked rows. Returns 0 (with a gradient path)
-    when every row in the batch is masked, so a batch of abstains does not produce NaN.
+    loss further (slice upweighting, group DRO). The mean is over unmasked rows. Returns 0 (with a
+    gradient path) when every row in the batch is masked, so a batch of abstains does not produce NaN.
     """
-    logits = logits.float()
-    if labels.dtype.is_floating_point:
-        if labels.shape != logits.shape:
-            raise ValueError(
-                f"soft labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}"
-            )
-        weight = labels.sum(-1)
-        mask = weight > 0
-        target = labels / weight.unsqueeze(-1).clamp(min=1e-12)
-        per_row = -(target * F.log_softmax(logits, -1)).sum(-1) * weight
-    else:
-        mask = labels != ABSTAIN
-        per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    per_row, mask = row_losses(logits, labels)
     if row_weight is not None:
         per_row = per_row * row_weight.to(per_row.dtype)
     if not bool(mask.any()):
         return logits.sum() * 0.0
     return per_row[mask].mean()
+
+
+class GroupDRO:
+    """Online group DRO (Sagawa et al., ICLR 2020) over a task's slice groups: group 0 is the rows in
+    no slice, group j the rows of slice j (a row in several slices counts in each). ``row_weights``
+    turns a batch's per-group mean losses into weights q (exponentiated gradient, renormalised) and
+    returns per-row loss weights such that the mean weighted loss is ``sum_g q_g x mean loss of g in
+    the batch``. With several processes, pass ``reduce`` (a sum over processes) so every process keeps
+    the same q.
+
+    Example:
+        >>> dro = GroupDRO(sizes=[90, 10], step_size=1.0)
+        >>> logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])  # all predict class 0
+        >>> labels = torch.tensor([0, 0, 1])  # the third row, in the slice, is wrong
+        >>> w = dro.row_weights(logits, labels, torch.tensor([[0], [0], [1]]))
+        >>> bool(dro.q[1] > dro.q[0]), bool(w[2] > w[0])  # the slice's weight grows
+        (True, True)
+    """
+
+    def __init__(self, sizes: list[int], step_size: float, adjustment: float = 0.0) -> None:
+        self.q = torch.full((len(sizes),), 1.0 / len(sizes))
+        self.step = step_size
+        self.adjust = torch.tensor([adjustment / max(n, 1) ** 0.5 for n in sizes])
+
+    @staticmethod
+    def groups(slices: torch.Tensor | None, rows: int) -> torch.Tensor:
+        """Rows x groups membership (bool): no slice, then each slice."""
+        if slices is None or slices.shape[1] == 0:
+            return torch.ones(rows, 1, dtype=torch.bool)
+        member = slices.bool()
+        return torch.cat([~member.any(1, keepdim=True), member], 1)
+
+    def row_weights(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        slices: torch.Tensor | None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Update q on this batch and return its per-row loss weights (no gradient flows through)."""
+        with torch.no_grad():
+            per_row, mask = row_losses(logits.detach(), labels)
+            member = (self.groups(slices, len(per_row)).to(per_row.device) & mask.unsqueeze(1)).float()
+            totals = torch.stack([member.T @ per_row, member.sum(0)])  # loss sums and counts per group
+            if reduce is not None:
+                totals = reduce(totals)
+            sums, counts = totals.cpu()
+            present = counts > 0
+            mean = sums / counts.clamp(min=1)
+            q = self.q * torch.exp(self.step * (mean + self.adjust) * present)
+            self.q = q / q.sum()
+            # rows count once in the head's mean over unmasked rows: scale so that the weighted mean is
+            # sum_g q_g x (group g's mean loss)
+            per_group = torch.where(present, self.q / counts.clamp(min=1), torch.zeros_like(self.q))
+            weights = member @ per_group.to(member.device) * mask.sum()
+        return weights
 
 
 class ClassificationHead(nn.Module):
@@ -86,9 +147,16 @@ class ClassificationHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.net(pooled)
 
-    def loss(self, pooled: torch.Tensor, labels: torch.Tensor, slices: torch.Tensor | None) -> torch.Tensor:
-        """The training loss of a batch (``slices``: rows x slices 0/1, unused by the plain head)."""
-        return soft_cross_entropy(self(pooled), labels)
+    def loss(
+        self,
+        pooled: torch.Tensor,
+        labels: torch.Tensor,
+        slices: torch.Tensor | None,
+        row_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The training loss of a batch (``slices``: rows x slices 0/1, unused by the plain head;
+        ``row_weight``: each row's loss weight, e.g. from ``GroupDRO``)."""
+        return soft_cross_entropy(self(pooled), labels, row_weight)
 
 
 class UpweightHead(ClassificationHead):
@@ -108,11 +176,17 @@ class UpweightHead(ClassificationHead):
         self.num_slices = num_slices
         self.slice_weight = slice_weight
 
-    def loss(self, pooled: torch.Tensor, labels: torch.Tensor, slices: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self,
+        pooled: torch.Tensor,
+        labels: torch.Tensor,
+        slices: torch.Tensor | None,
+        row_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if slices is None:
             raise ValueError("an upweight head needs the batch's slice memberships ('slices')")
         weight = 1.0 + self.slice_weight * slices.float().sum(-1)
-        return soft_cross_entropy(self(pooled), labels, weight)
+        return soft_cross_entropy(self(pooled), labels, weight if row_weight is None else weight * row_weight)
 
 
 class SliceAwareHead(nn.Module):
@@ -162,12 +236,18 @@ class SliceAwareHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.prediction(self._parts(pooled)[2])
 
-    def loss(self, pooled: torch.Tensor, labels: torch.Tensor, slices: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self,
+        pooled: torch.Tensor,
+        labels: torch.Tensor,
+        slices: torch.Tensor | None,
+        row_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if slices is None:
             raise ValueError("a slice-aware head needs the batch's slice memberships ('slices')")
         ind_logits, experts, combined = self._parts(pooled)
         member = torch.cat([torch.ones_like(slices[:, :1]), slices], dim=1).float()  # (n, slots)
-        task = soft_cross_entropy(self.prediction(combined), labels)
+        task = soft_cross_entropy(self.prediction(combined), labels, row_weight)
         indicator = (
             F.binary_cross_entropy_with_logits(ind_logits[:, 1:].float(), member[:, 1:])
             if self.num_slices

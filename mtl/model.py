@@ -16,7 +16,7 @@ Example (a tiny random BERT with MiniLM's tokenizer, as ``encoder=tiny`` builds 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mtl.config import EncoderConfig, Pooling, check_choices, parse_choice
-from mtl.heads import ClassificationHead, TaskHead, soft_cross_entropy
+from mtl.heads import ClassificationHead, GroupDRO, TaskHead, soft_cross_entropy
 from mtl.types import MtlError
 
 _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -149,15 +149,26 @@ class MultitaskModel(nn.Module):
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
-    def forward(self, batch: Mapping[str, torch.Tensor], task: str, *, loss: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        task: str,
+        *,
+        loss: bool = False,
+        weigh: GroupDRO | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The logits (batch x classes) of ``task``'s head or, with ``loss=True``, the head's training
-        loss on the batch's ``labels`` (and ``slices``, for slice heads)."""
+        loss on the batch's ``labels`` (and ``slices``, for slice heads); ``weigh`` (group DRO, with
+        ``reduce`` over processes) sets the rows' loss weights from the head's logits."""
         if task not in self.heads:
             raise KeyError(f"no head for task {task!r}; heads: {sorted(self.heads)}")
         pooled = self.encode(batch)
         head: TaskHead = self.heads[task]  # type: ignore[assignment]
         if loss:
-            return head.loss(pooled, batch["labels"], batch.get("slices"))
+            slices = batch.get("slices")
+            weights = weigh.row_weights(head(pooled), batch["labels"], slices, reduce) if weigh else None
+            return head.loss(pooled, batch["labels"], slices, weights)
         return head(pooled)
 
     def forward_all(self, batch: Mapping[str, torch.Tensor], tasks: list[str]) -> dict[str, torch.Tensor]:

@@ -98,7 +98,8 @@ def load_state(
     config: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Restore weights, optimizer and scheduler from ``folder``; return the loop bookkeeping. The run's
-    config must equal the saved one (except ``resume``); the RNG states are restored by ``restore_rng``."""
+    config must equal the saved one (except ``resume`` and how ``output_dir`` is spelled); the RNG
+    states are restored by ``restore_rng``."""
     if not (folder / "loop.json").exists():
         run = folder.parent
         raise MtlError(
@@ -107,7 +108,7 @@ def load_state(
         )
     saved = json.loads((folder / "config.json").read_text())
     now = json.loads(json.dumps(dict(config), default=str))
-    changed = [k for k in _diff(saved, now) if k != "resume"]
+    changed = [k for k in _diff(saved, now) if k not in ("resume", "output_dir")]  # the folder: as spelled
     if changed:
         raise MtlError(f"resume=true: the config differs from the interrupted run's in {changed} ({folder})")
     acc.unwrap_model(model).load_state_dict(load_weights(folder / "model.safetensors"))

@@ -44,6 +44,7 @@ from mtl.data import Collator, LengthGroupedBatchSampler
 from mtl.dist import accelerator_kwargs, check_batches, check_sizes
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
 from mtl.features import add_features, encoder_fingerprint
+from mtl.heads import GroupDRO
 from mtl.logger import MetricsLogger
 from mtl.model import MultitaskModel
 from mtl.resume import load_state, restore_rng, save_state, truncate_log
@@ -64,6 +65,7 @@ class FitResult:
     train_examples: int
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    group_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def examples_per_second(self) -> float:
@@ -88,6 +90,7 @@ class _LoopState:
     epoch: int = 0
     pos: int = 0  # micro-batches of ``epoch``'s schedule done
     drawn: dict[str, int] = field(default_factory=dict)  # batches drawn per task since the start
+    group_q: dict[str, list[float]] = field(default_factory=dict)  # group DRO's weights per task
 
     def saved(self) -> dict[str, Any]:
         """What ``mtl.resume`` keeps of it (all but the wall-clock tick)."""
@@ -111,6 +114,7 @@ class _Run:
     bar: Any = field(init=False)
     state: _LoopState = field(init=False)
     iters: dict[str, Iterator[dict[str, torch.Tensor]]] = field(default_factory=dict)
+    dro: dict[str, GroupDRO] = field(default_factory=dict)
 
     def next_batch(self, task: str) -> dict[str, torch.Tensor]:
         """The task's next training batch; a new pass over its loader when one ends."""
@@ -318,6 +322,7 @@ class Trainer:
         run = _Run(model, optimizer, scheduler, train, dev, num_batches, total, epochs)
         run.logger = MetricsLogger(self.output_dir, acc.is_main_process)
         run.state = _LoopState(drawn={t: 0 for t in train})
+        run.dro = self._group_dro()
         if resume:
             loop = load_state(self.state_dir, acc, model, optimizer, scheduler, self.run_config)
             drawn = loop.pop("drawn")
@@ -325,6 +330,8 @@ class Trainer:
                 for _ in range(n):
                     run.next_batch(task)
             run.state = _LoopState(**loop, drawn=drawn)
+            for task, q in run.state.group_q.items():
+                run.dro[task].q = torch.tensor(q)
             restore_rng(self.state_dir, acc)
             log.info(
                 "resumed from %s: step %d of %d (epoch %d), best mean dev so far %.4f at step %d",
@@ -379,7 +386,11 @@ class Trainer:
         batch = run.next_batch(task)
         state.pos += 1
         with acc.accumulate(run.model):
-            loss = run.model(batch, task, loss=True)
+            dro = run.dro.get(task)
+            reduce = (lambda t: acc.reduce(t, "sum")) if dro and acc.num_processes > 1 else None
+            loss = run.model(batch, task, loss=True, weigh=dro, reduce=reduce)
+            if dro:
+                state.group_q[task] = dro.q.tolist()
             acc.backward(loss * self.tasks[task].config.loss_weight)
             if state.step < cfg.freeze_encoder_steps:
                 # grads dropped rather than requires_grad toggled: DDP fixes its set at wrap time
@@ -478,9 +489,37 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         s = run.state
+        weights = {
+            t: dict(zip(["(no slice)", *self.tasks[t].slice_names][: len(q)], q, strict=True))
+            for t, q in s.group_q.items()
+        }
         return FitResult(
-            s.best_dev, s.best_step, self.checkpoint_dir, s.step, s.examples, s.train_seconds, s.history
+            s.best_dev,
+            s.best_step,
+            self.checkpoint_dir,
+            s.step,
+            s.examples,
+            s.train_seconds,
+            s.history,
+            weights,
         )
+
+    def _group_dro(self) -> dict[str, GroupDRO]:
+        """Group DRO's state per trained task (``trainer.group_dro``; none when off): groups are the
+        rows in no slice and each slice, sized by the training split."""
+        cfg = self.cfg.group_dro
+        if cfg.step_size <= 0:
+            return {}
+        out = {}
+        for task, dsd in self.data.items():
+            train = dsd["train"]
+            if "slices" in train.column_names and len(train) and len(train[0]["slices"]):
+                member = GroupDRO.groups(torch.tensor(train["slices"]), len(train))
+                sizes = [int(n) for n in member.sum(0)]
+            else:
+                sizes = [len(train)]
+            out[task] = GroupDRO(sizes, cfg.step_size, cfg.adjustment)
+        return out
 
     def _save(self, path: Path, metrics: Mapping[str, Any]) -> None:
         acc = self.accelerator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -15,19 +16,19 @@ from torch.utils.data import DataLoader
 from mtl.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
 from mtl.cli import run_tasks, user_errors
 from mtl.cli.sweep import per_job_output
-from mtl.config import CONF_DIR, AugmentConfig
+from mtl.config import CONF_DIR, AugmentConfig, TaskConfig
 from mtl.data import Collator
 from mtl.evaluate import evaluate_tasks, mean_metric, write_report
 from mtl.prepare import load_tasks
-from mtl.task import resolve_tasks
+from mtl.task import Task, resolve_tasks
 
 
 def checkpoint_task_options(args: list[str]) -> list[str]:
     """Make the tasks of the checkpoint named by ``checkpoint=...`` in ``args`` options of the ``tasks``
     config group (Hydra's ConfigStore, searched after ``conf/`` and ``hydra.searchpath``): a checkpoint
     carries its tasks' configs, so ``tasks=[<one of its tasks>]`` composes without the search path it
-    was trained with. Returns the names registered (none when the checkpoint cannot be read: the command
-    then reports that itself)."""
+    was trained with (a task shipped in ``conf/tasks/`` keeps its file). Returns the checkpoint's task
+    names (none when the checkpoint cannot be read: the command then reports that itself)."""
     paths = [a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")]
     try:
         root = checkpoint_dir(paths[-1]) if paths else None
@@ -37,10 +38,23 @@ def checkpoint_task_options(args: list[str]) -> list[str]:
         return []
     names = [str(t) for t in json.loads((root / "model.json").read_text()).get("tasks", [])]
     store = ConfigStore.instance()
-    for name in names:
+    shipped = {p.stem for p in (CONF_DIR / "tasks").glob("*.yaml")}  # a file of the same name wins
+    for name in (n for n in names if n not in shipped):
         meta = json.loads((root / "heads" / f"{name}.json").read_text())
         store.store(group="tasks", name=name, node={name: meta["config"]})
     return names
+
+
+def check_heads(checkpoint: str, tasks: Mapping[str, Task], saved: Mapping[str, TaskConfig]) -> None:
+    """Every task has a head in the checkpoint, trained on the same classes (the error names both)."""
+    for name, task in tasks.items():
+        if name not in saved:
+            raise CheckpointError(f"{checkpoint}: no head for task {name!r}; heads: {sorted(saved)}")
+        if task.label_names != list(saved[name].label_names):
+            raise CheckpointError(
+                f"{checkpoint}: head {name!r} was trained on labels {saved[name].label_names}, "
+                f"the task config has {task.label_names}"
+            )
 
 
 def main() -> None:
@@ -58,14 +72,7 @@ def evaluate(cfg: DictConfig) -> float:
     model, tokenizer, saved, info = load_checkpoint(cfg.checkpoint)
     # Without tasks=[...], evaluate the checkpoint's own tasks with the data config they were trained on.
     tasks = run_tasks(cfg) if cfg.tasks else resolve_tasks(saved)
-    for name, task in tasks.items():
-        if name not in saved:
-            raise CheckpointError(f"{cfg.checkpoint}: no head for task {name!r}; heads: {sorted(saved)}")
-        if task.label_names != list(saved[name].label_names):
-            raise CheckpointError(
-                f"{cfg.checkpoint}: head {name!r} was trained on labels "
-                f"{saved[name].label_names}, the task config has {task.label_names}"
-            )
+    check_heads(cfg.checkpoint, tasks, saved)
     # Evaluation reads gold labels only: no weak labels, no augmented copies (of a train split asked for).
     tasks = {name: task.replace(labels="gold", augment=AugmentConfig()) for name, task in tasks.items()}
     data = load_tasks(tasks, tokenizer, int(info["max_length"]), cfg.cache_dir, cfg.seed, list(cfg.splits))

@@ -32,6 +32,7 @@ from mtl.config import (
     EncoderConfig,
     GoldConfig,
     GoldMode,
+    JttConfig,
     SelfTrainConfig,
     TaskConfig,
     TrainerConfig,
@@ -45,7 +46,8 @@ from mtl.starting_model import starting_model
 from mtl.task import Task
 from mtl.trainer import Trainer
 from mtl.types import MtlError
-from mtl.weak.pipeline import weak_label
+from mtl.userload import resolve_path
+from mtl.weak.pipeline import load_label_probs, weak_label
 
 log = logging.getLogger("mtl.train")
 
@@ -80,6 +82,8 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     if state().is_main_process:  # what resume=true output_dir=<this run> continues with
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(cfg.output_dir) / RUN_CONFIG).write_text(json.dumps(resolved(cfg), indent=1))
+    if cfg.jtt.upweight > 0:
+        return just_train_twice(cfg, echo)
     weak, *final = gold_stages(cfg)
     if final:
         log.info("gold.mode=finetune: stage 1 of 2, weak labels, in %s", weak.output_dir)
@@ -88,6 +92,80 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         return first
     log.info("gold.mode=finetune: stage 2 of 2, the training folds' gold rows, from %s", final[0].init_from)
     return train_once(final[0], echo, weak_stage=first)
+
+
+def just_train_twice(cfg: DictConfig, echo: bool) -> dict[str, Any]:
+    """``jtt.upweight`` > 0 (``mtl.config.JttConfig``): the identification run (plain ERM, ``jtt.steps``
+    steps) in ``<output_dir>/jtt_identify`` (reused when finished), then the run itself on every task's
+    training targets with the rows that run got wrong counted ``jtt.upweight`` times."""
+    jtt: JttConfig = OmegaConf.to_object(cfg.jtt)  # type: ignore[assignment]
+    if cfg.gold.mode != GoldMode.none or cfg.self_train.rounds:
+        raise MtlError("jtt.upweight cannot be combined with gold.mode or self_train.rounds (yet)")
+    folded = [str(t) for t, c in cfg.tasks.items() if c.split.dev_folds]
+    if folded:
+        raise MtlError(f"jtt.upweight: tasks {folded} are cross-fitted (split.dev_folds); JTT is not, yet")
+    first = copy.deepcopy(cfg)
+    with open_dict(first):
+        first.output_dir = str(Path(cfg.output_dir) / "jtt_identify")
+        first.jtt.upweight = 0.0
+        if jtt.steps:
+            first.trainer.max_steps, first.trainer.early_stopping_patience = jtt.steps, 0
+    folder = Path(first.output_dir)
+    if (folder / "report.json").exists() and (folder / "checkpoint").is_dir():
+        log.info("jtt: the identification run %s finished before; reusing it", folder)
+        identified = json.loads((folder / "report.json").read_text())
+    else:
+        log.info("jtt: identification run (plain training) in %s", folder)
+        identified = train_once(first, echo=False)
+    errors = error_set_targets(first, folder, jtt.upweight)
+    second = copy.deepcopy(cfg)
+    with open_dict(second):
+        for t, (path, _) in errors.items():
+            second.tasks[t].labels = str(path)
+    summary = {
+        "output_dir": str(folder),
+        "mean": identified["mean"],
+        "upweight": jtt.upweight,
+        "error_set": {t: share for t, (_, share) in errors.items()},
+    }
+    log.info("jtt: error sets (share of training rows) %s; training again", summary["error_set"])
+    return train_once(second, echo, jtt=summary)
+
+
+def error_set_targets(cfg: DictConfig, run: Path, upweight: float) -> dict[str, tuple[Path, float]]:
+    """JTT's second-run targets: every task's training targets (gold labels one-hot, weak labels'
+    probabilities, or a labels file), with the rows that the model of ``run`` predicts wrong (argmax
+    against argmax) multiplied by ``upweight``; saved as ``<run>/jtt_targets/<task>.npy``. Returns each
+    file and the share of labelled training rows in the error set."""
+    proc = state()
+    out: dict[str, tuple[Path, float]] = {}
+    with proc.main_process_first():  # the main process predicts and writes; the others read
+        model = load_checkpoint(run / "checkpoint")[0].to(proc.device) if proc.is_main_process else None
+        for name, task in run_tasks(cfg).items():
+            path = run / "jtt_targets" / f"{name}.npy"
+            if model is None:
+                out[name] = (path, math.nan)
+                continue
+            dsd = load_task_splits(task, cfg.cache_dir, cfg.seed)
+            targets = training_targets(task, dsd, cfg.cache_dir)
+            p = model.predict(dsd["train"]["text"], [name])[name].numpy()
+            labelled = targets.sum(1) > 0
+            wrong = labelled & (p.argmax(1) != targets.argmax(1))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, (targets * np.where(wrong, upweight, 1.0)[:, None]).astype(np.float32))
+            out[name] = (path, float(wrong.sum() / max(labelled.sum(), 1)))
+    return out
+
+
+def training_targets(task: Task, dsd: datasets.DatasetDict, cache_dir: str) -> np.ndarray:
+    """A task's training targets aligned with its train split (rows x classes): one-hot gold labels,
+    the weak labels' probabilities, or the saved labels file."""
+    n, k = len(dsd["train"]), task.num_classes
+    if task.config.labels == "gold":
+        return np.eye(k, dtype=np.float32)[np.asarray(dsd["train"]["label"])]
+    if task.config.labels == "weak":
+        return weak_label(task, dsd, cache_dir).train_probs.copy()
+    return load_label_probs(task.name, resolve_path(task.config.labels), n, k)
 
 
 def self_train_rounds(cfg: DictConfig, echo: bool, reuse: bool = False) -> dict[str, Any]:
@@ -212,9 +290,11 @@ def train_once(
     echo: bool = True,
     weak_stage: dict[str, Any] | None = None,
     self_training: list[dict[str, Any]] | None = None,
+    jtt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One training run; ``weak_stage``: the report of the weak-label stage it continues, and
-    ``self_training``: the rounds before it (both shown beside its own figures)."""
+    """One training run; ``weak_stage``: the report of the weak-label stage it continues,
+    ``self_training``: the rounds before it, ``jtt``: JTT's identification run and error sets (each
+    shown beside its own figures)."""
     start = time.perf_counter()
     proc = state()  # before anything else: sets up the processes of a multi-process launch
     if not proc.is_main_process:
@@ -283,6 +363,23 @@ def train_once(
         }
         title = "Gold fine-tuning: test metric of the weak-label stage (before) and after"
         sections[title] = format_change(stage_change, "task / split")
+    if fit.group_weights:  # trainer.group_dro: where the worst-group objective put its weight
+        extra["group_dro"] = fit.group_weights
+        rows = [
+            f"| {t} | {', '.join(f'{g} {q:.3f}' for g, q in w.items())} |"
+            for t, w in fit.group_weights.items()
+        ]
+        sections["Group DRO: each group's final weight"] = "\n".join(
+            ["| task | weights |", "|---|---|", *rows]
+        )
+    if jtt:
+        extra["jtt"] = jtt
+        rows = [f"| {t} | {100 * share:.1f}% |" for t, share in jtt["error_set"].items()]
+        title = (
+            f"JTT: identification run (mean dev {jtt['mean']['dev']:.4f}, test {jtt['mean']['test']:.4f}); "
+            f"its errors weigh {jtt['upweight']:g}x here"
+        )
+        sections[title] = "\n".join(["| task | training rows in the error set |", "|---|---|", *rows])
     if self_training:
         extra["self_training"] = self_training
         sections["Self-training: the rounds before this run"] = format_rounds(self_training)

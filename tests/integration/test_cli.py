@@ -83,4 +83,5 @@ def test_help_says_what_the_command_does_and_lists_the_search_paths_tasks(tmp_pa
     assert out.startswith("mtl-train: train one shared encoder with a head per task")
     assert "mtl-train resume=true output_dir=outputs/train/<run>" in out
     groups = out.split("== Config groups")[1].split("== The composed config")[0]
-    assert "experiment: spam, spam_weak, tweets, tweets_gold" in groups and "mine, " in groups
+    assert "experiment: spam, spam_weak, tweets, tweets_gold" in groups
+    assert "On hydra.searchpath:\ntasks: mine\n" in groups

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mtl.checkpoint import load_checkpoint
+from mtl.cli import run_tasks
 from mtl.cli.train import train
 from mtl.config import CONF_DIR, PROJECT_ROOT
 from mtl.prepare import load_task_splits
@@ -105,3 +106,26 @@ def test_self_training_relabels_the_train_rows_and_is_reproducible(tmp_path: Pat
     assert (labels[0] == labels[1]).all() and scores[0] == scores[1]  # seeded: the same labels and model
     with pytest.raises(Exception, match=r"self_train.min_confidence=1.5 \(must be in \[0, 1\]\)"):
         train(_cfg(tmp_path, "self_train.rounds=1", "self_train.min_confidence=1.5"), echo=False)
+
+
+def test_jtt_upweights_the_rows_the_first_model_gets_wrong(tmp_path: Path) -> None:
+    """youtube on weak labels, sms on gold: the identification run's errors weigh 4x in the second run."""
+    report = train(_cfg(tmp_path, "jtt.upweight=4", "jtt.steps=3", "trainer.max_steps=4"), echo=False)
+    run = tmp_path / "run"
+    first = json.loads((run / "jtt_identify" / "report.json").read_text())
+    assert first["steps"] == 3 and report["steps"] == 4
+    assert report["jtt"]["mean"] == first["mean"] and report["jtt"]["upweight"] == 4.0
+    model = load_checkpoint(run / "jtt_identify" / "checkpoint")[0]
+    for task in ("youtube", "sms"):
+        targets = np.load(run / "jtt_identify" / "jtt_targets" / f"{task}.npy")
+        assert report["train_labels"][task].endswith(f"jtt_targets/{task}.npy")
+        split = load_task_splits(run_tasks(_cfg(tmp_path))[task], tmp_path / "cache", 42)["train"]
+        wrong = model.predict(split["text"], [task])[task].argmax(1).numpy() != targets.argmax(1)
+        sums = targets.sum(1)
+        labelled = sums > 0
+        if task == "sms":  # gold labels: one-hot, x4 where the first model was wrong
+            assert labelled.all() and set(np.round(sums, 5)) <= {1.0, 4.0}
+            assert ((sums == 4.0) == wrong).all()
+        assert report["jtt"]["error_set"][task] == pytest.approx((wrong & labelled).sum() / labelled.sum())
+    with pytest.raises(Exception, match=r"jtt.upweight cannot be combined with gold.mode"):
+        train(_cfg(tmp_path, "jtt.upweight=4", "gold.mode=mix"), echo=False)

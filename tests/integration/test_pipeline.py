@@ -60,8 +60,10 @@ def test_train_eval_predict_on_two_real_tasks(tmp_path: Path) -> None:
     slices = report["metrics"]["test"]["sms"]["slices"]
     assert list(slices) == ["short", "has_link", "has_number", "all_caps"]
     assert all(0 <= s["n"] < 500 for s in slices.values()) and slices["short"]["n"] > 0
-    assert "## Slices" in (run / "report.md").read_text()
+    md = (run / "report.md").read_text()
+    assert "## Slices" in md and "](slices.png)" in md
     assert (run / "slices.csv").read_text().startswith("task,split,slice,n,metric")
+    assert (run / "slices.png").read_bytes()[:4] == b"\x89PNG"  # each task's slices at a glance
     # Same seed, same numbers: heads, shuffling and task order all start from `seed`.
     _run(
         "mtl-train",
@@ -160,11 +162,12 @@ def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
         ([f"init_from={tmp_path / 'nope'}"], f"error: init_from '{tmp_path / 'nope'}' does not exist"),
         (["trainer.batch_size=0"], "error: out of range: trainer.batch_size=0 (must be >= 1)"),
         (["encoder.name_or_path=/does/not/exist"], "error: encoder.name_or_path '/does/not/exist' does not"),
-        (["-m", "seed=1"], "error: output_dir cannot be set in a sweep (-m): every job writes to its own"),
+        (["seed=1"], "error: output_dir cannot be set in a sweep (-m): every job writes to its own folder"),
     ):
         proc = subprocess.run(
             [
                 str(exe),
+                *(["-m"] if args == ["seed=1"] else []),  # a sweep (-m goes before the overrides)
                 "tasks=[youtube]",
                 "encoder=tiny",
                 "trainer=debug",

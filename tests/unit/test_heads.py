@@ -12,12 +12,20 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from mtl.checkpoint import load_checkpoint
-from mtl.config import EncoderConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
-from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head
+from mtl.config import EncoderConfig, GroupDroConfig, HeadConfig, SourceConfig, TaskConfig, TrainerConfig
+from mtl.heads import (
+    ClassificationHead,
+    GroupDRO,
+    SliceAwareHead,
+    UpweightHead,
+    build_head,
+    soft_cross_entropy,
+)
 from mtl.model import MultitaskModel, build_encoder
 from mtl.prepare import load_tasks
 from mtl.task import resolve_tasks
 from mtl.trainer import Trainer
+from mtl.types import ABSTAIN
 
 
 def test_upweight_loss_counts_slice_rows_more() -> None:
@@ -105,7 +113,7 @@ def _sfs_file(tmp_path: Path) -> str:
     return f"{tmp_path}/sfs.py:SFS"
 
 
-@pytest.mark.parametrize("head_type", ["upweight", "slice_aware"])
+@pytest.mark.parametrize("head_type", ["upweight", "slice_aware", "group_dro"])
 def test_training_and_checkpoint_with_slice_heads(
     head_type: str,
     tiny_encoder_dir: Path,
@@ -124,7 +132,7 @@ def test_training_and_checkpoint_with_slice_heads(
         label_names=["ham", "spam"],
         source=SourceConfig(format="wrench", path=str(spam_folder)),
         slices=_sfs_file(tmp_path),
-        head=HeadConfig(type=head_type),
+        head=HeadConfig(type="plain" if head_type == "group_dro" else head_type),
     )
     tasks = resolve_tasks({"spam": task})
     data = load_tasks(tasks, tok, 32, tmp_path / "cache")
@@ -135,6 +143,7 @@ def test_training_and_checkpoint_with_slice_heads(
         eval_batch_size=16,
         grad_accum_steps=2,
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
+        group_dro=GroupDroConfig(step_size=0.5 if head_type == "group_dro" else 0.0, adjustment=1.0),
     )
     trainer = Trainer(model, tok, tasks, data, cfg, tmp_path / "run", max_length=32, seed=0)
     assert trainer.accelerator.mixed_precision == "bf16"
@@ -142,6 +151,14 @@ def test_training_and_checkpoint_with_slice_heads(
     assert result.steps == 12  # 48 rows / batch 8 = 6 batches per epoch, 4 epochs, 2 batches per step
     assert result.best_dev["spam"]["accuracy"] >= 0.75
     assert set(result.best_dev["spam"]["slices"]) == {"money", "greeting"}
+    if head_type == "group_dro":  # a plain head, trained on the worst-group objective
+        weights = result.group_weights["spam"]
+        assert list(weights) == ["(no slice)", "money", "greeting"] and sum(
+            weights.values()
+        ) == pytest.approx(1)
+        assert max(weights.values()) > 0.4  # moved off uniform (1/3 each)
+        return
+    assert result.group_weights == {}
     loaded, _, tasks, _ = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert tasks["spam"].head.type == head_type
     assert (
@@ -150,3 +167,30 @@ def test_training_and_checkpoint_with_slice_heads(
     batch = tok(["win cash", "hello"], padding=True, return_tensors="pt")
     # accelerate runs the prepared model's forward under bf16 autocast; the loaded copy runs in fp32
     torch.testing.assert_close(loaded(batch, "spam"), model.eval()(batch, "spam"), atol=1e-2, rtol=0)
+
+
+def test_group_dro_weights_give_the_weighted_mean_of_group_losses() -> None:
+    torch.manual_seed(0)
+    logits, labels = torch.randn(12, 3), torch.randint(0, 3, (12,))
+    slices = torch.tensor([[1, 0]] * 3 + [[0, 1]] * 2 + [[1, 1]] + [[0, 0]] * 6)
+    labels[-1] = ABSTAIN  # a masked row counts in no group
+    dro = GroupDRO(sizes=[50, 40, 10], step_size=0.3, adjustment=2.0)
+    before = dro.q.clone()
+    w = dro.row_weights(logits, labels, slices)
+    per_row = torch.nn.functional.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    member = GroupDRO.groups(slices, 12) & (labels != ABSTAIN).unsqueeze(1)
+    means = torch.stack([per_row[member[:, g]].mean() for g in range(3)])
+    expected = before * torch.exp(0.3 * (means + torch.tensor([2 / 50**0.5, 2 / 40**0.5, 2 / 10**0.5])))
+    torch.testing.assert_close(dro.q, expected / expected.sum())
+    # the head's mean over unmasked rows, weighted, is the q-weighted sum of the group means
+    weighted = soft_cross_entropy(logits, labels, w)
+    torch.testing.assert_close(weighted, (dro.q * means).sum())
+    assert w[-1] == 0
+    # two processes with the same batch (a reduce that sums) move q exactly as one does
+    one, two = GroupDRO([50, 40, 10], 0.3), GroupDRO([50, 40, 10], 0.3)
+    one.row_weights(logits, labels, slices)
+    two.row_weights(logits, labels, slices, reduce=lambda t: 2 * t)
+    torch.testing.assert_close(one.q, two.q)
+    # without slices: one group, every unmasked row weighs 1 (plain training)
+    plain = GroupDRO([12], 1.0).row_weights(logits, labels, None)
+    assert plain[:-1].tolist() == [1.0] * 11 and plain[-1] == 0

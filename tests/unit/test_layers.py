@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "mtl.resume",
             "mtl.dist",
             "mtl.evaluate",
+            "mtl.slice_discovery",
             "mtl.starting_model",
             "mtl.trainer",
             "mtl.bench",
@@ -59,13 +60,21 @@ LAYERS: list[tuple[str, set[str]]] = [
             "mtl.cli.label",
             "mtl.cli.predict",
             "mtl.cli.bench",
+            "mtl.cli.slices",
         },
     ),
     ("public API", {"mtl"}),
 ]
 # Imports allowed inside functions: optional dependencies, or a heavy one only some runs need.
 # (cleanlab and scikit-learn: weak.denoise only, 2.5 s of imports)
-LOCAL_IMPORTS = {"torch.utils.tensorboard", "textblob", "cleanlab.count", "cleanlab.filter", "cleanlab.rank"}
+LOCAL_IMPORTS = {
+    "torch.utils.tensorboard",
+    "textblob",
+    "cleanlab.count",
+    "cleanlab.filter",
+    "cleanlab.rank",
+    "matplotlib.figure",  # the per-slice picture of a report: runs with slices only
+}
 LOCAL_IMPORTS |= {"sklearn.linear_model"}
 
 
