@@ -27,14 +27,14 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def per_job_output(cfg: DictConfig) -> None:
-    """In a sweep (``-m``), set ``output_dir`` to this job's folder (``hydra.sweep.dir/<job number>``); an
-    ``output_dir`` given with ``-m`` would be one folder for every job, and is refused."""
+def per_job_output(cfg: DictConfig) -> bool:
+    """In a sweep (``-m``), set ``output_dir`` to this job's folder (``hydra.sweep.dir/<job number>``) and
+    return True; an ``output_dir`` given with ``-m`` would be one folder for every job, and is refused."""
     if not HydraConfig.initialized():
-        return
+        return False
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
-        return
+        return False
     if any(override_key(o) == "output_dir" for o in hc.overrides.task):
         raise MtlError(
             "output_dir cannot be set in a sweep (-m): every job writes to its own folder, "
@@ -42,6 +42,7 @@ def per_job_output(cfg: DictConfig) -> None:
         )
     with open_dict(cfg):
         cfg.output_dir = hc.runtime.output_dir
+    return True
 
 
 class SweepSummary(Callback):

@@ -55,7 +55,15 @@ log = logging.getLogger("mtl.train")
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> float:
-    per_job_output(cfg)  # a sweep job (-m) writes to its own folder
+    sweep = per_job_output(cfg)  # a sweep job (-m) writes to its own folder
+    out = Path(cfg.output_dir)
+    if sweep and cfg.resume and (out / "report.json").exists():  # a resumed sweep: this job finished
+        log.info("resume=true: %s finished before; its metric is reused", out)
+        return float(json.loads((out / "report.json").read_text())["mean"]["dev"])
+    if sweep and cfg.resume and not (out / RUN_CONFIG).exists():  # a resumed sweep: never started
+        log.info("resume=true: %s never started; it starts now", out)
+        with open_dict(cfg):
+            cfg.resume = False
     if cfg.resume:  # the interrupted run's own config; overrides that change it are refused
         overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         cfg = resume_config(cfg, list(overrides), log)

@@ -46,6 +46,19 @@ def test_a_sweep_gives_every_job_its_folder_and_ranks_their_metrics(tmp_path: Pa
     table = (sweep / "sweep.md").read_text()
     assert table.startswith("| job | overrides | mean dev metric |") and table.strip() in proc.stdout
     assert "| seed=1 |" in table and "| seed=2 |" in table and "every job: tasks=[youtube]" in table
+    # the same sweep resumed, one seed more: the finished jobs are reused, the new one runs
+    again = _run(
+        "-m",
+        "resume=true",
+        *SMOKE,
+        "seed=1,2,3",
+        f"hydra.sweep.dir={sweep}",
+        f"cache_dir={tmp_path / 'cache'}",
+    )
+    rerun = [json.loads(line) for line in (sweep / "sweep.jsonl").read_text().splitlines()]
+    assert [j["metric"] for j in rerun[:2]] == [j["metric"] for j in jobs] and rerun[2]["metric"] is not None
+    assert (sweep / "2" / "report.json").exists()
+    assert (again.stdout + again.stderr).count("finished before; its metric is reused") == 2
 
 
 def test_a_killed_run_resumes_from_its_folder_alone(tmp_path: Path) -> None:
