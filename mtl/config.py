@@ -139,6 +139,25 @@ class GoldMode(StrEnum):
     finetune = "finetune"
 
 
+class Backend(StrEnum):
+    """Where LFs/SFs are applied (``weak.backend``) and ``mtl-predict`` runs (``backend``): in this process
+    (``datasets``, with ``weak.num_proc`` processes; ``local`` for mtl-predict) or on a Ray cluster."""
+
+    datasets = "datasets"
+    local = "local"
+    ray = "ray"
+
+
+class PredictFormat(StrEnum):
+    """``mtl-predict``'s ``input_format`` / ``output_format``; ``auto`` goes by the file's suffix."""
+
+    auto = "auto"
+    lines = "lines"
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
 class BenchSize(StrEnum):
     """``mtl-bench size``: ``full`` (the benchmark's own sizes) or ``quick`` (tiny encoder, a few steps)."""
 
@@ -353,6 +372,30 @@ class DenoiseConfig:
 
 
 @dataclass
+class RayConfig:
+    """Where and how ``backend: ray`` runs (``mtl.ray_backend``).
+
+    Attributes:
+        address: the cluster to join (``ray.init(address=...)``: ``host:6379``, ``ray://host:10001``,
+            ``auto`` for one started on this machine with ``ray start --head``); null: ``RAY_ADDRESS`` if
+            set, else a Ray instance started for this command on this machine.
+        num_cpus: CPUs of the instance started on this machine (null: all); ignored with a cluster.
+        workers: concurrent tasks (Python LFs) and actors (model LFs, mtl-predict); null: the cluster's
+            CPUs (actors: one per GPU when ``gpus_per_actor`` > 0).
+        shard_rows: rows per shard: the unit that is written (Parquet), retried and named in errors.
+        gpus_per_actor: GPUs each model actor holds; null: 1 when the cluster has GPUs, else 0.
+        max_retries: times a task or actor whose worker died is retried before the job fails.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = _in("[1, )", None)
+    workers: int | None = _in("[1, )", None)
+    shard_rows: int = _in("[1, )", 100_000)
+    gpus_per_actor: float | None = _in("[0, )", None)
+    max_retries: int = _in("[0, )", 3)
+
+
+@dataclass
 class WeakConfig:
     """Weak supervision for a task's training split (used when ``labels: weak``).
 
@@ -384,7 +427,10 @@ class WeakConfig:
         gold_weight: with ``split.dev_folds``: the gold rows of the training folds join the weak
             training rows, each with this loss weight (a weak row weighs at most 1); 0: they are not
             used (``gold.mode=mix`` sets it for every weak task).
-        num_proc: processes applying the LFs (and the task's slicing functions).
+        num_proc: processes applying the LFs (and the task's slicing functions), ``datasets`` backend.
+        backend: ``datasets`` (this machine, ``num_proc`` processes) or ``ray`` (a Ray cluster, ``ray``):
+            the same label matrix either way.
+        ray: the cluster and sharding of ``backend: ray`` (``RayConfig``).
         fault_tolerant: an LF that raises on a row abstains there (counted per LF) instead of stopping;
             an SF that raises leaves the row out of its slice.
     """
@@ -403,6 +449,8 @@ class WeakConfig:
     gold_lf: int = _in("[0, )", 0)
     gold_weight: float = _in("[0, )", 0.0)
     num_proc: int = _in("[1, )", 1)
+    backend: Backend = Backend.datasets
+    ray: RayConfig = field(default_factory=RayConfig)
     fault_tolerant: bool = False
 
 
@@ -685,6 +733,13 @@ class PredictConfig:
     heads: list[str] = field(default_factory=list)
     batch_size: int = _in("[1, )", 64)
     text_field: str = "text"
+    input_format: PredictFormat = PredictFormat.auto
+    output_format: PredictFormat = PredictFormat.auto
+    keep: list[str] = field(default_factory=list)
+    chunk_rows: int = _in("[1, )", 10_000)
+    progress: bool = True
+    backend: Backend = Backend.local
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass
