@@ -7,16 +7,50 @@ Example:
     >>> model, tokenizer, tasks, info = load_checkpoint("outputs/train/<run>/checkpoint")  # doctest: +SKIP
 """
 
-from mtl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mtl.config import EncoderConfig, HeadConfig, SourceConfig, SplitConfig, TaskConfig, TrainerConfig
-from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head, soft_cross_entropy
-from mtl.model import MultitaskModel, build_encoder
-from mtl.prepare import load_task_splits, load_tasks, prepare_task
-from mtl.sources import DataError
-from mtl.starting_model import StartingModel, starting_model
-from mtl.task import Task, resolve_tasks
-from mtl.trainer import FitResult, Trainer
-from mtl.types import ABSTAIN, MtlError
+from importlib import import_module
+from typing import Any
+
+# Imported on first use (PEP 562): `import mtl.weak.lf` (every Ray worker unpickling an LF does it) must
+# not pull in torch and transformers through the model's modules.
+_EXPORTS = {
+    "CheckpointError": "mtl.checkpoint",
+    "load_checkpoint": "mtl.checkpoint",
+    "save_checkpoint": "mtl.checkpoint",
+    "EncoderConfig": "mtl.config",
+    "HeadConfig": "mtl.config",
+    "SourceConfig": "mtl.config",
+    "SplitConfig": "mtl.config",
+    "TaskConfig": "mtl.config",
+    "TrainerConfig": "mtl.config",
+    "ClassificationHead": "mtl.heads",
+    "SliceAwareHead": "mtl.heads",
+    "UpweightHead": "mtl.heads",
+    "build_head": "mtl.heads",
+    "soft_cross_entropy": "mtl.heads",
+    "MultitaskModel": "mtl.model",
+    "build_encoder": "mtl.model",
+    "load_task_splits": "mtl.prepare",
+    "load_tasks": "mtl.prepare",
+    "prepare_task": "mtl.prepare",
+    "DataError": "mtl.sources",
+    "StartingModel": "mtl.starting_model",
+    "starting_model": "mtl.starting_model",
+    "Task": "mtl.task",
+    "resolve_tasks": "mtl.task",
+    "FitResult": "mtl.trainer",
+    "Trainer": "mtl.trainer",
+    "ABSTAIN": "mtl.types",
+    "MtlError": "mtl.types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mtl' has no attribute {name!r}")
+
 
 __all__ = [
     "ABSTAIN",

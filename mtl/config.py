@@ -52,6 +52,7 @@ class SourceFormat(StrEnum):
     tsv = "tsv"
     jsonl = "jsonl"
     json = "json"
+    parquet = "parquet"
     hub = "hub"
 
 
@@ -231,8 +232,8 @@ class SourceConfig:
     """Where a task's rows come from and how to read them.
 
     Attributes:
-        format: ``wrench`` (WRENCH json keyed by id), ``csv``, ``tsv``, ``jsonl`` (JSON lines), ``json``
-            (a JSON array of objects) or ``hub`` (``datasets.load_dataset(path, hub_name)``).
+        format: ``wrench`` (WRENCH json keyed by id), ``csv``, ``tsv``, ``jsonl`` (JSON lines),
+            ``parquet``, ``json`` (a JSON array of objects) or ``hub`` (``datasets.load_dataset(path, hub_name)``).
         path: a folder (file names in ``files`` are relative to it), a single file, or a Hub id.
         files: split name (``train``, ``dev``, ``test`` or ``all``) to file names or glob patterns. Splits
             that are absent are carved out of ``train``/``all`` by ``split``. Empty: the WRENCH defaults
@@ -722,9 +723,24 @@ class LabelConfig:
 
 @dataclass
 class PredictConfig:
-    """Root config of ``mtl-predict``: texts in, one JSON line of predictions per text out.
+    """Root config of ``mtl-predict``: rows in, one output row of every head's prediction per input row
+    out, streamed chunk by chunk (``mtl.cli.predict``).
 
-    ``heads`` selects some of the checkpoint's task heads (all when empty).
+    Attributes:
+        checkpoint: the checkpoint folder (``mtl-train``'s ``checkpoint/``).
+        input: the input file, or ``-`` for standard input (``lines`` or ``jsonl``/``csv``).
+        output: the output file, or ``-`` for standard output (``jsonl`` only).
+        heads: some of the checkpoint's task heads (all when empty).
+        batch_size: texts per encoder pass.
+        text_field: the JSON field / CSV or Parquet column holding the text.
+        input_format: ``lines``, ``jsonl``, ``csv`` or ``parquet``; ``auto``: by the input's suffix.
+        output_format: ``jsonl`` or ``parquet``; ``auto``: by the output's suffix (``-``: jsonl).
+        keep: input columns copied to each output row (an id, say); not for ``lines``.
+        chunk_rows: rows read, predicted and written at a time (a Parquet row group each).
+        progress: a progress bar with rows/s on standard error.
+        backend: ``local`` (this process) or ``ray`` (actors on the cluster ``ray`` names; chunks of
+            ``ray.shard_rows`` rows).
+        ray: where and how ``backend=ray`` runs.
     """
 
     checkpoint: str = MISSING

@@ -204,7 +204,14 @@ def add_slices(task: Task, dsd: datasets.DatasetDict) -> datasets.DatasetDict:
         {
             split: ds.add_column(
                 "slices",
-                slice_matrix(ds, task.sfs, num_proc=w.num_proc, fault_tolerant=w.fault_tolerant).tolist(),
+                slice_matrix(
+                    ds,
+                    task.sfs,
+                    num_proc=w.num_proc,
+                    fault_tolerant=w.fault_tolerant,
+                    backend=w.backend,
+                    ray=w.ray,
+                ).tolist(),
             )
             for split, ds in dsd.items()
         }

@@ -612,7 +612,9 @@ def discover(
     found.jaccard = jaccard
     if task.sfs:
         w = task.config.weak
-        hand = slice_matrix(dev, task.sfs, num_proc=w.num_proc, fault_tolerant=w.fault_tolerant)
+        hand = slice_matrix(
+            dev, task.sfs, num_proc=w.num_proc, fault_tolerant=w.fault_tolerant, backend=w.backend, ray=w.ray
+        )
         found.hand = rediscover(
             hand, task.slice_names, found.slices, pred != hard_gold, min_size=min_size, jaccard=jaccard
         )

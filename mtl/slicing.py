@@ -21,8 +21,9 @@ from typing import Any
 import datasets
 import numpy as np
 
+from mtl.config import RayConfig
 from mtl.userload import load_list
-from mtl.weak.apply import apply_lfs
+from mtl.weak.apply import apply_lfs_backend
 from mtl.weak.lf import Example, LabelingFunction, Preprocessor
 
 
@@ -61,8 +62,13 @@ def slice_matrix(
     *,
     num_proc: int | None = None,
     fault_tolerant: bool = False,
+    backend: str = "datasets",
+    ray: RayConfig | None = None,
 ) -> np.ndarray:
     """S (n x s, int8 0/1): which rows of ``ds`` are in each slice. Errors name the SF and the row; with
-    ``fault_tolerant`` a failing SF leaves the row out of its slice."""
-    out = apply_lfs(ds, sfs, 2, num_proc=num_proc, fault_tolerant=fault_tolerant)
+    ``fault_tolerant`` a failing SF leaves the row out of its slice. ``backend="ray"`` applies the SFs on
+    the Ray cluster ``ray`` names (``apply_lfs_backend``)."""
+    out = apply_lfs_backend(
+        ds, sfs, 2, backend=backend, ray=ray, num_proc=num_proc, fault_tolerant=fault_tolerant
+    )
     return (out.L == 1).astype(np.int8)

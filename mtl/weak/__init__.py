@@ -4,6 +4,8 @@ Example:
     >>> from mtl.weak import ABSTAIN, labeling_function, apply_lfs, LabelModel
 """
 
+from typing import Any
+
 from mtl.types import ABSTAIN
 from mtl.weak.analysis import format_summary, lf_summary, write_summary
 from mtl.weak.apply import (
@@ -35,7 +37,21 @@ from mtl.weak.lf import (
     regex_lf,
 )
 from mtl.weak.model_lf import checkpoint_lf, model_lf
-from mtl.weak.neighbours import extend_votes, similarity_lf
+
+_LAZY = {"extend_votes": "mtl.weak.neighbours", "similarity_lf": "mtl.weak.neighbours"}
+
+
+def __getattr__(name: str) -> Any:
+    """The nearest-neighbour helpers load torch and faiss: imported on first use, so that unpickling an
+    LF (``import mtl.weak``, in every Ray worker) stays light."""
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mtl.weak' has no attribute {name!r}")
+
 
 __all__ = [
     "ABSTAIN",

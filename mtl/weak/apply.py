@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 
+from mtl.config import RayConfig
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.lf import BatchLabelingFunction, Example, LabelingFunction
 
@@ -56,6 +58,46 @@ def _vote(
     return _check_vote(lf, v, row, cardinality, fault_tolerant)
 
 
+def label_rows(
+    examples: Sequence[Example],
+    rows: Sequence[int],
+    lfs: Sequence[LabelingFunction],
+    cardinality: int,
+    fault_tolerant: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The votes (len(examples) x len(lfs), int16) of ``lfs`` on ``examples`` and which of them failed
+    (bool): the one labeling loop of every backend, so each gives the same matrix and the same errors.
+    ``rows`` are the examples' row numbers in their split, for error messages."""
+    n = len(examples)
+    L = np.empty((n, len(lfs)), dtype=np.int16)
+    failed = np.zeros((n, len(lfs)), dtype=bool)
+    for j, lf in enumerate(lfs):
+        if isinstance(lf, BatchLabelingFunction):
+            L[:, j] = ABSTAIN
+            try:
+                batch_votes = lf.vote_batch(list(examples))
+            except Exception as e:
+                if not fault_tolerant:
+                    raise LFApplicationError(
+                        f"{lf.kind} {lf.name!r} failed on rows {rows[0]}..{rows[-1]}: {type(e).__name__}: {e}"
+                    ) from e
+                failed[:, j] = True
+                batch_votes = []
+            for i, v in enumerate(batch_votes):
+                L[i, j], failed[i, j] = _check_vote(lf, v, rows[i], cardinality, fault_tolerant)
+            continue
+        for i, x in enumerate(examples):
+            try:  # the fast path: a valid vote is kept as is; anything else goes through _vote
+                v = lf(x)
+                ok = type(v) is int and ABSTAIN <= v < cardinality
+            except Exception:
+                ok = False
+            if not ok:  # _vote runs the LF again and raises, or records the failure
+                v, failed[i, j] = _vote(lf, x, rows[i], cardinality, fault_tolerant)
+            L[i, j] = v
+    return L, failed
+
+
 def apply_lfs(
     ds: datasets.Dataset,
     lfs: Sequence[LabelingFunction],
@@ -82,38 +124,8 @@ def apply_lfs(
     def label_batch(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         keys = list(batch)
         examples = [{k: batch[k][i] for k in keys} for i in range(len(indices))]
-        n = len(examples)
-        cols: list[list[int]] = []
-        failed = np.zeros((n, len(lf_list)), dtype=bool)
-        for j, lf in enumerate(lf_list):
-            if isinstance(lf, BatchLabelingFunction):
-                col = [ABSTAIN] * n
-                try:
-                    batch_votes = lf.vote_batch(examples)
-                except Exception as e:
-                    if not fault_tolerant:
-                        raise LFApplicationError(
-                            f"{lf.kind} {lf.name!r} failed on rows {indices[0]}..{indices[-1]}: "
-                            f"{type(e).__name__}: {e}"
-                        ) from e
-                    failed[:, j] = True
-                    batch_votes = []
-                for i, v in enumerate(batch_votes):
-                    col[i], failed[i, j] = _check_vote(lf, v, indices[i], cardinality, fault_tolerant)
-                cols.append(col)
-                continue
-            col = []
-            for i, x in enumerate(examples):
-                try:  # the fast path: a valid vote is kept as is; anything else goes through _vote
-                    v = lf(x)
-                    ok = type(v) is int and ABSTAIN <= v < cardinality
-                except Exception:
-                    ok = False
-                if not ok:  # _vote runs the LF again and raises, or records the failure
-                    v, failed[i, j] = _vote(lf, x, indices[i], cardinality, fault_tolerant)
-                col.append(v)
-            cols.append(col)
-        return {"__L": [list(r) for r in zip(*cols, strict=True)], "__failed": failed.tolist()}
+        L, failed = label_rows(examples, indices, lf_list, cardinality, fault_tolerant)
+        return {"__L": L.tolist(), "__failed": failed.tolist()}
 
     out = ds.map(
         label_batch,
@@ -128,6 +140,28 @@ def apply_lfs(
     failed = _matrix(out, "__failed", len(lf_list)).astype(bool)
     failures = {n: int(c) for n, c in zip(names, failed.sum(0), strict=True) if c}
     return LFOutput(L, names, failures)
+
+
+def apply_lfs_backend(
+    ds: datasets.Dataset,
+    lfs: Sequence[LabelingFunction],
+    cardinality: int,
+    *,
+    backend: str = "datasets",
+    ray: RayConfig | None = None,
+    num_proc: int | None = None,
+    fault_tolerant: bool = False,
+    out_dir: str | Path | None = None,
+) -> LFOutput:
+    """``apply_lfs`` (``backend="datasets"``, ``num_proc`` processes) or ``apply_lfs_ray``
+    (``backend="ray"``, on the cluster ``ray`` names, shards kept in ``out_dir``): the same matrix."""
+    if backend == "ray":
+        from mtl.weak.ray_apply import apply_lfs_ray
+
+        return apply_lfs_ray(
+            ds, lfs, cardinality, cfg=ray or RayConfig(), fault_tolerant=fault_tolerant, out_dir=out_dir
+        )
+    return apply_lfs(ds, lfs, cardinality, num_proc=num_proc, fault_tolerant=fault_tolerant)
 
 
 def _matrix(ds: datasets.Dataset, column: str, width: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from mtl.metrics import compute_metrics
 from mtl.task import Task
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.analysis import lf_summary, write_summary
-from mtl.weak.apply import apply_lfs, label_matrix_from_column
+from mtl.weak.apply import apply_lfs_backend, label_matrix_from_column
 from mtl.weak.denoise import flag_label_issues, flag_report
 from mtl.weak.label_model import (
     LabelModel,
@@ -79,7 +79,7 @@ def _require_weak(task: Task) -> None:
 
 
 def _matrices(
-    task: Task, dsd: datasets.DatasetDict
+    task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path
 ) -> tuple[dict[str, np.ndarray], list[str], dict[str, int]]:
     """L per split: the precomputed votes' columns first, then one column per LF."""
     cfg, k = task.config.weak, task.num_classes
@@ -94,7 +94,16 @@ def _matrices(
                 outputs.append(label_matrix_from_column(dsd[split], cfg.weak_labels_field, k))
             if task.lfs:
                 outputs.append(
-                    apply_lfs(dsd[split], task.lfs, k, num_proc=num_proc, fault_tolerant=cfg.fault_tolerant)
+                    apply_lfs_backend(
+                        dsd[split],
+                        task.lfs,
+                        k,
+                        backend=cfg.backend,
+                        ray=cfg.ray,
+                        num_proc=num_proc,
+                        fault_tolerant=cfg.fault_tolerant,
+                        out_dir=Path(cache_dir).expanduser() / "votes" / f"{task.name}-{split}",
+                    )
                 )
         except MtlError as e:  # say where: rows are numbered within the prepared (deduplicated) split
             raise type(e)(f"task {task.name!r}, {split} split: {e}") from e
@@ -151,7 +160,7 @@ def weak_label(task: Task, dsd: datasets.DatasetDict, cache_dir: str | Path) -> 
             cached,
             folder,
         )
-    L, names, failures = _matrices(task, dsd)
+    L, names, failures = _matrices(task, dsd, cache_dir)
     gold = {s: np.asarray(dsd[s]["label"]) for s in _splits(dsd)}
     if task.config.weak.gold_lf:
         names = [*names, "gold_knn"]
