@@ -96,6 +96,8 @@ def connect(cfg: RayConfig) -> Any:
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # mtl prints its own progress; Ray's bars interleave with it
+    # a job stopped by an error dumps every operator's statistics at warning level: mtl names the error
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ray
 
 

@@ -45,13 +45,14 @@ from tqdm.auto import tqdm
 from mtl.config import RayConfig
 from mtl.ray_backend import connect, default_workers, gpus_per_actor
 from mtl.types import MtlError
-from mtl.weak.apply import LFOutput, _check_names, label_rows
+from mtl.weak.apply import LFApplicationError, LFOutput, _check_names, label_rows
 from mtl.weak.lf import LabelingFunction
 from mtl.weak.model_lf import ModelLabelingFunction
 
 _ROW = "__row"
 _VOTES = "__votes"
 _FAILED = "__failed"
+_ERROR = "__error"
 _MANIFEST = "_manifest.json"
 
 
@@ -138,10 +139,15 @@ def _label_table(
     """Votes of ``lfs`` on a batch. A batch that already carries votes (the Python LFs', from the task
     stage) gets these appended and the columns put back in LF order (``order``). ``keep_inputs``: the
     row's fields stay for a later stage; else only the row number and the votes are returned."""
+    if _ERROR in batch.column_names:
+        return batch  # an earlier stage's error, on its way to the driver
     earlier = _VOTES in batch.column_names
     inputs = batch.drop_columns([c for c in (_ROW, _VOTES, _FAILED) if c in batch.column_names])
     rows = batch.column(_ROW).to_numpy()
-    L, failed = label_rows(inputs.to_pylist(), rows.tolist(), lfs, cardinality, fault_tolerant)
+    try:
+        L, failed = label_rows(inputs.to_pylist(), rows.tolist(), lfs, cardinality, fault_tolerant)
+    except LFApplicationError as e:  # sent back as data: Ray's wrapper would keep only a traceback string
+        return pa.table({_ROW: pa.array(rows[:1], pa.int64()), _ERROR: [str(e)]})
     if earlier:
         L = np.concatenate([_column_matrix(batch, _VOTES, np.int16), L], axis=1)
         failed = np.concatenate([_column_matrix(batch, _FAILED, bool), failed], axis=1)
@@ -192,17 +198,20 @@ def _open_out_dir(out_dir: Path, manifest: dict[str, Any]) -> set[str]:
 
 
 def _cause(e: BaseException) -> BaseException:
-    """The user's exception inside Ray's wrappers (``RayTaskError``, ``UserCodeException``)."""
+    """The user's exception inside Ray's wrappers (``RayTaskError``, ``UserCodeException``): the first
+    ``MtlError`` among the causes, else the innermost cause."""
     seen: set[int] = set()
-    while id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, MtlError):
-            return e
-        inner = getattr(e, "cause", None) or e.__cause__
-        if inner is None:
-            break
-        e = inner
-    return e
+    todo, last = [e], e
+    while todo:
+        cur = todo.pop(0)
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, MtlError):
+            return cur
+        last = cur
+        todo += [x for x in (getattr(cur, "cause", None), cur.__cause__) if isinstance(x, BaseException)]
+    return last
 
 
 def _write_shard(out_dir: Path, shard: Shard, parts: list[pa.Table]) -> None:
@@ -301,7 +310,9 @@ def apply_lfs_ray(
                         "fault_tolerant": fault_tolerant,
                         "order": order,
                     },
-                    compute=ActorPoolStrategy(size=workers),
+                    # from 1 actor up: a fixed pool as large as the cluster would hold every CPU and
+                    # starve the Python LFs' tasks that feed it
+                    compute=ActorPoolStrategy(min_size=1, max_size=workers),
                     num_gpus=gpus_per_actor(cfg),
                     max_restarts=cfg.max_retries,
                     max_task_retries=cfg.max_retries,
@@ -325,6 +336,8 @@ def _run(data: Any, pending: list[Shard], out_dir: Path, progress: bool) -> None
     t0 = time.time()
     try:
         for batch in data.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
+            if _ERROR in batch.column_names:
+                raise LFApplicationError(batch.column(_ERROR)[0].as_py())
             where = np.searchsorted(starts, batch.column(_ROW).to_numpy(), side="right") - 1
             for idx in np.unique(where):
                 shard = pending[int(idx)]
