@@ -10,17 +10,26 @@ one run overwrite each other's checkpoints.
 ``trainer.batch_size`` is the global batch of an optimizer micro-step: each of N processes takes
 ``batch_size / N`` rows of it (accelerate's ``split_batches``), so a run on N processes sees the same
 batches, in the same order, as on one.
+
+On several machines (``accelerate launch --num_machines M --machine_rank k``) each machine may have its
+own disk: the main process (rank 0, on machine 0) alone writes the checkpoint, logs and resumable state,
+and a plain training never reads them back on another process (``broadcast_weights``). What does read
+the main process's files back (resuming, a run of several trainings) first checks that every process
+sees them (``ranks_not_sharing``).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, gather_object
 
 from mtl.types import MtlError
 
@@ -71,6 +80,36 @@ def check_sizes(sizes: dict[str, dict[str, int]], num_processes: int) -> None:
         )
 
 
+def broadcast_weights(model: torch.nn.Module) -> None:
+    """Copy the main process's parameters and buffers into ``model`` on every process, in place (a DDP
+    wrapper around it keeps working): the main process's weights, read from its own disk, reach
+    processes on machines that cannot read that disk. A no-op on one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in model.state_dict().values():  # views of the parameters and buffers
+            dist.broadcast(tensor, src=0)
+
+
+def ranks_not_sharing(folder: str | Path) -> list[int]:
+    """The processes that do not see what the main process writes in ``folder``: those of machines
+    without a filesystem shared with the main one (or given another path). Empty on one process and
+    on one machine. Every process must call this (the main process writes a probe file there, and
+    removes it)."""
+    s = state()
+    if s.num_processes == 1:
+        return []
+    probe = Path(folder) / broadcast_object_list([f".mtl-shared-{uuid.uuid4().hex}"])[0]
+    if s.is_main_process:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+    s.wait_for_everyone()
+    seen: list[bool] = gather_object([probe.exists()])
+    if s.is_main_process:
+        probe.unlink()
+    return [rank for rank, ok in enumerate(seen) if not ok]
+
+
 def release(accelerator: Accelerator | None = None, barrier: bool = True) -> None:
     """Drop the prepared (DDP-wrapped) model and optimizer and destroy the process group before the
     interpreter exits: left to interpreter shutdown, gloo's threads can abort a rank. ``barrier``: wait
@@ -86,9 +125,11 @@ def release(accelerator: Accelerator | None = None, barrier: bool = True) -> Non
 
 __all__ = [
     "accelerator_kwargs",
+    "broadcast_weights",
     "check_batches",
     "check_sizes",
     "launched_world_size",
+    "ranks_not_sharing",
     "release",
     "state",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
@@ -62,9 +63,10 @@ def save_state(
     loop: Mapping[str, Any],
     config: Mapping[str, Any],
 ) -> None:
-    """Write the state atomically (every process calls this)."""
+    """Write the state atomically (every process calls this; the main process writes it all, the random
+    number states of every process included: the others may be on machines that do not see its disk)."""
     tmp = folder.with_name(f".{folder.name}.tmp")
-    acc.wait_for_everyone()
+    rngs = gather_object([_rng_state()])
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -75,10 +77,8 @@ def save_state(
         )
         (tmp / "loop.json").write_text(json.dumps(dict(loop), default=float))
         (tmp / "config.json").write_text(json.dumps(dict(config), default=str))
-    acc.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng_{acc.process_index}.pt")
-    acc.wait_for_everyone()
-    if acc.is_main_process:
+        for rank, rng in enumerate(rngs):
+            torch.save(rng, tmp / f"rng_{rank}.pt")
         swap_in(tmp, folder)
     acc.wait_for_everyone()
 

@@ -41,7 +41,7 @@ from mtl.augment import OnTheFly
 from mtl.checkpoint import load_checkpoint, save_checkpoint
 from mtl.config import TaskConfig, TrainerConfig
 from mtl.data import Collator, LengthGroupedBatchSampler
-from mtl.dist import accelerator_kwargs, check_batches, check_sizes
+from mtl.dist import accelerator_kwargs, broadcast_weights, check_batches, check_sizes
 from mtl.evaluate import TaskMetrics, evaluate_tasks, mean_metric
 from mtl.features import add_features, encoder_fingerprint
 from mtl.heads import GroupDRO
@@ -172,7 +172,9 @@ class Trainer:
         check_sizes({t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()}, n)
         self.model, self.tokenizer, self.tasks, self.data = model, tokenizer, dict(tasks), data
         self.cfg, self.seed, self.max_length = cfg, seed, max_length
-        # every process writes and reads where the main process does
+        # one folder for every process (the main process's: launches on several machines start at
+        # different times); the main process alone writes there, and only a resumed run reads it back on
+        # the other processes, so training needs no filesystem shared between machines (mtl.dist)
         self.output_dir = Path(broadcast_object_list([str(output_dir)])[0]) if n > 1 else Path(output_dir)
         self.checkpoint_dir, self.state_dir = self.output_dir / "checkpoint", self.output_dir / "state"
         self.run_config = dict(run_config or {})
@@ -484,10 +486,12 @@ class Trainer:
         finished run leaves nothing to resume."""
         acc = self.accelerator
         acc.wait_for_everyone()
-        best_model, _, _, _ = load_checkpoint(self.checkpoint_dir)
-        acc.unwrap_model(run.model).load_state_dict(best_model.state_dict())
-        if acc.is_main_process:
+        model = acc.unwrap_model(run.model)
+        if acc.is_main_process:  # the one process that wrote it: another machine may not see the file
+            best_model, _, _, _ = load_checkpoint(self.checkpoint_dir)
+            model.load_state_dict(best_model.state_dict())
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        broadcast_weights(model)
         s = run.state
         weights = {
             t: dict(zip(["(no slice)", *self.tasks[t].slice_names][: len(q)], q, strict=True))

@@ -20,7 +20,7 @@ import datasets
 import hydra
 import numpy as np
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -38,7 +38,7 @@ from mtl.config import (
     TrainerConfig,
     check_config,
 )
-from mtl.dist import release, state
+from mtl.dist import ranks_not_sharing, release, state
 from mtl.evaluate import TaskMetrics, mean_metric, write_report
 from mtl.prepare import load_task_splits, load_tasks
 from mtl.resume import RUN_CONFIG, resume_config
@@ -65,6 +65,7 @@ def main(cfg: DictConfig) -> float:
         with open_dict(cfg):
             cfg.resume = False
     if cfg.resume:  # the interrupted run's own config; overrides that change it are refused
+        check_shared_output(cfg)  # every process reads it: refused where one cannot (another machine)
         overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         cfg = resume_config(cfg, list(overrides), log)
     try:
@@ -82,6 +83,10 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     the run is two trainings (``gold_stages``), with ``self_train.rounds`` the weak-label training is
     repeated on the model's own confident labels (``self_train_rounds``); the report shows each."""
     check_config(cfg)
+    if state().num_processes > 1:  # the main process's folder: launches on several machines start at
+        with open_dict(cfg):  # different times, so their default output_dir (a time stamp) differs
+            cfg.output_dir = broadcast_object_list([str(cfg.output_dir)])[0]
+    check_shared_output(cfg)
     if cfg.resume and (Path(cfg.output_dir) / "report.json").exists():
         raise MtlError(
             f"resume=true: nothing to resume in {cfg.output_dir}: the run finished (report.json). Pass "
@@ -100,6 +105,30 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         return first
     log.info("gold.mode=finetune: stage 2 of 2, the training folds' gold rows, from %s", final[0].init_from)
     return train_once(final[0], echo, weak_stage=first)
+
+
+def check_shared_output(cfg: DictConfig) -> None:
+    """What reads back files that the main process wrote in ``output_dir`` on every process (resuming;
+    a run of several trainings: ``gold.mode=finetune``, ``self_train.rounds``, ``jtt.upweight``) needs
+    ``output_dir`` on a filesystem that all machines of a launch share: refused with an error on every
+    process otherwise (rather than one machine failing and the others waiting for it). A plain training
+    needs none. Every process must call this."""
+    needs = {
+        "resume=true": cfg.resume,
+        "gold.mode=finetune": cfg.gold.mode == GoldMode.finetune,
+        "self_train.rounds": cfg.self_train.rounds > 0,
+        "jtt.upweight": cfg.jtt.upweight > 0,
+    }
+    uses = [key for key, on in needs.items() if on]
+    if not uses or state().num_processes == 1:
+        return
+    apart = ranks_not_sharing(cfg.output_dir)
+    if apart:
+        raise MtlError(
+            f"{', '.join(uses)} on several machines: every process reads back what the main process writes "
+            f"in output_dir, but process(es) {apart} do not see {cfg.output_dir} of the main process; put "
+            "output_dir on a filesystem that every machine shares, at the same path (or train on one machine)"
+        )
 
 
 def just_train_twice(cfg: DictConfig, echo: bool) -> dict[str, Any]:
@@ -318,7 +347,9 @@ def train_once(
     enc_cfg = init.encoder
     with open_dict(cfg):  # the saved config and the report record the encoder the run used
         cfg.encoder = OmegaConf.structured(enc_cfg)
-    with proc.main_process_first():  # the main process prepares, labels and caches; the others read it
+    # the main process prepares, labels and caches; then the others read its cache or, on another machine
+    # with its own cache_dir, prepare their own in turn
+    with proc.main_process_first():
         data = load_tasks(tasks, init.tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
     for name, dsd in data.items():
         log.info("task %s: %s", name, {s: len(d) for s, d in dsd.items()})

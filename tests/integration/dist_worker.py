@@ -14,23 +14,17 @@ from mtl.cli.train import train
 from mtl.config import CONF_DIR
 from mtl.dist import release, state
 
-models: list[torch.nn.Module] = []
 final: dict[str, torch.Tensor] = {}
-_init, _load = mtl.trainer.Trainer.__init__, mtl.trainer.load_checkpoint
+_finish = mtl.trainer.Trainer._finish
 
 
-def _record_init(self: mtl.trainer.Trainer, *args: object, **kwargs: object) -> None:
-    _init(self, *args, **kwargs)  # type: ignore[arg-type]
-    models.append(self.model)
+def _record_finish(self: mtl.trainer.Trainer, run: object) -> object:
+    # every process, before the main one reloads the best checkpoint and sends it to the others
+    final.update({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+    return _finish(self, run)  # type: ignore[arg-type]
 
 
-def _record_load(path: object) -> object:
-    final.update({k: v.detach().clone() for k, v in models[-1].state_dict().items()})
-    return _load(path)  # type: ignore[arg-type]
-
-
-mtl.trainer.Trainer.__init__ = _record_init  # type: ignore[method-assign]
-mtl.trainer.load_checkpoint = _record_load  # type: ignore[assignment]
+mtl.trainer.Trainer._finish = _record_finish  # type: ignore[method-assign,assignment]
 
 if __name__ == "__main__":
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
