@@ -23,8 +23,8 @@ import numpy as np
 
 from mtl.config import RayConfig
 from mtl.userload import load_list
-from mtl.weak.apply import apply_lfs_backend
 from mtl.weak.lf import Example, LabelingFunction, Preprocessor
+from mtl.weak.ray_apply import apply_lfs_backend
 
 
 class SlicingFunction(LabelingFunction):

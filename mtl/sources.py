@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import datasets
+import pyarrow.parquet as pq
 
 from mtl.config import SourceConfig
 from mtl.types import MtlError
@@ -207,8 +208,6 @@ def _read_csv(task: str, path: Path, src: SourceConfig) -> Records:
 
 def _read_parquet(task: str, path: Path, src: SourceConfig) -> Records:
     """Rows of a Parquet file, read a row group at a time (row numbers from 1, like the text formats)."""
-    import pyarrow.parquet as pq
-
     try:
         f = pq.ParquetFile(path)
     except Exception as e:  # pyarrow's ArrowInvalid: "Parquet magic bytes not found", a truncated footer

@@ -4,6 +4,7 @@ Example:
     >>> from mtl.weak import ABSTAIN, labeling_function, apply_lfs, LabelModel
 """
 
+from importlib import import_module
 from typing import Any
 
 from mtl.types import ABSTAIN
@@ -45,8 +46,6 @@ def __getattr__(name: str) -> Any:
     """The nearest-neighbour helpers load torch and faiss: imported on first use, so that unpickling an
     LF (``import mtl.weak``, in every Ray worker) stays light."""
     if name in _LAZY:
-        from importlib import import_module
-
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 
-from mtl.config import RayConfig
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.lf import BatchLabelingFunction, Example, LabelingFunction
 
@@ -140,28 +138,6 @@ def apply_lfs(
     failed = _matrix(out, "__failed", len(lf_list)).astype(bool)
     failures = {n: int(c) for n, c in zip(names, failed.sum(0), strict=True) if c}
     return LFOutput(L, names, failures)
-
-
-def apply_lfs_backend(
-    ds: datasets.Dataset,
-    lfs: Sequence[LabelingFunction],
-    cardinality: int,
-    *,
-    backend: str = "datasets",
-    ray: RayConfig | None = None,
-    num_proc: int | None = None,
-    fault_tolerant: bool = False,
-    out_dir: str | Path | None = None,
-) -> LFOutput:
-    """``apply_lfs`` (``backend="datasets"``, ``num_proc`` processes) or ``apply_lfs_ray``
-    (``backend="ray"``, on the cluster ``ray`` names, shards kept in ``out_dir``): the same matrix."""
-    if backend == "ray":
-        from mtl.weak.ray_apply import apply_lfs_ray
-
-        return apply_lfs_ray(
-            ds, lfs, cardinality, cfg=ray or RayConfig(), fault_tolerant=fault_tolerant, out_dir=out_dir
-        )
-    return apply_lfs(ds, lfs, cardinality, num_proc=num_proc, fault_tolerant=fault_tolerant)
 
 
 def _matrix(ds: datasets.Dataset, column: str, width: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from mtl.metrics import compute_metrics
 from mtl.task import Task
 from mtl.types import ABSTAIN, MtlError
 from mtl.weak.analysis import lf_summary, write_summary
-from mtl.weak.apply import apply_lfs_backend, label_matrix_from_column
+from mtl.weak.apply import label_matrix_from_column
 from mtl.weak.denoise import flag_label_issues, flag_report
 from mtl.weak.label_model import (
     LabelModel,
@@ -52,6 +52,7 @@ from mtl.weak.neighbours import (
     extension_report,
     gold_neighbour_votes,
 )
+from mtl.weak.ray_apply import apply_lfs_backend
 
 log = logging.getLogger("mtl.weak")
 

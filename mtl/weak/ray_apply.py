@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from mtl.config import RayConfig
 from mtl.ray_backend import connect, default_workers, gpus_per_actor
 from mtl.types import MtlError
-from mtl.weak.apply import LFApplicationError, LFOutput, _check_names, label_rows
+from mtl.weak.apply import LFApplicationError, LFOutput, _check_names, apply_lfs, label_rows
 from mtl.weak.lf import LabelingFunction
 from mtl.weak.model_lf import ModelLabelingFunction
 
@@ -95,7 +95,7 @@ def is_model_lf(lf: LabelingFunction) -> bool:
 def check_serialisable(lfs: Sequence[LabelingFunction]) -> None:
     """Pickle each LF as Ray will (cloudpickle; code loaded from a task's ``.py`` file goes by value, the
     workers cannot import it) and name the first that cannot be sent."""
-    import cloudpickle
+    from ray import cloudpickle
 
     for name, module in list(sys.modules.items()):
         if name.startswith("mtl_user_code.") and module is not None:
@@ -361,3 +361,23 @@ def _run(data: Any, pending: list[Shard], out_dir: Path, progress: bool) -> None
         ) from e
     finally:
         bar.close()
+
+
+def apply_lfs_backend(
+    ds: datasets.Dataset,
+    lfs: Sequence[LabelingFunction],
+    cardinality: int,
+    *,
+    backend: str = "datasets",
+    ray: RayConfig | None = None,
+    num_proc: int | None = None,
+    fault_tolerant: bool = False,
+    out_dir: str | Path | None = None,
+) -> LFOutput:
+    """``apply_lfs`` (``backend="datasets"``, ``num_proc`` processes) or ``apply_lfs_ray``
+    (``backend="ray"``, on the cluster ``ray`` names, shards kept in ``out_dir``): the same matrix."""
+    if backend == "ray":
+        return apply_lfs_ray(
+            ds, lfs, cardinality, cfg=ray or RayConfig(), fault_tolerant=fault_tolerant, out_dir=out_dir
+        )
+    return apply_lfs(ds, lfs, cardinality, num_proc=num_proc, fault_tolerant=fault_tolerant)

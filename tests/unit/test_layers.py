@@ -15,7 +15,7 @@ PACKAGE = PROJECT_ROOT / "mtl"
 
 # The flow, bottom up. A module may import modules of its own layer or below, never above.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundations", {"mtl.types", "mtl.config", "mtl.userload", "mtl.metrics"}),
+    ("foundations", {"mtl.types", "mtl.config", "mtl.userload", "mtl.metrics", "mtl.ray_backend"}),
     ("data", {"mtl.sources", "mtl.data"}),
     # the network sits below weak supervision: model LFs (weak.model_lf) vote with checkpoints
     ("network", {"mtl.heads", "mtl.model", "mtl.checkpoint", "mtl.predict"}),
@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "mtl.weak",
             "mtl.weak.lf",
             "mtl.weak.apply",
+            "mtl.weak.ray_apply",
             "mtl.weak.label_model",
             "mtl.weak.analysis",
             "mtl.weak.model_lf",
@@ -76,6 +77,9 @@ LOCAL_IMPORTS = {
     "matplotlib.figure",  # the per-slice picture of a report: runs with slices only
 }
 LOCAL_IMPORTS |= {"sklearn.linear_model"}
+# Ray: the optional backend=ray only. mtl.checkpoint (torch, transformers): a model LF loads it in the
+# process that votes, so that unpickling an LF (every Ray worker does) stays light.
+LOCAL_IMPORTS |= {"ray", "mtl.checkpoint"}
 
 
 def _modules() -> dict[str, Path]:
