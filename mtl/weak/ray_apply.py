@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,8 +260,6 @@ def apply_lfs_ray(
     lf_list = list(lfs)
     check_serialisable(lf_list)
     ray = connect(cfg)
-    from ray.data import ActorPoolStrategy, TaskPoolStrategy
-
     m = len(lf_list)
     todo_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="mtl-ray-votes-"))
     manifest = {
@@ -274,56 +273,84 @@ def apply_lfs_ray(
         every = shards(len(ds), cfg.shard_rows)
         pending = [s for s in every if s.file not in done]
         if pending:
-            python = [j for j, lf in enumerate(lf_list) if not is_model_lf(lf)]
-            model = [j for j, lf in enumerate(lf_list) if is_model_lf(lf)]
-            order = np.argsort(np.asarray(python + model)).tolist()  # stage columns back in LF order
-            table = ds.with_format("arrow")
-            blocks = [
-                table[s.start : s.end].append_column(_ROW, pa.array(range(s.start, s.end), pa.int64()))
-                for s in pending
-            ]
-            data = ray.data.from_arrow(blocks)
-            workers = default_workers(cfg)
-            if python:
-                data = data.map_batches(
-                    _label_table,
-                    batch_format="pyarrow",
-                    batch_size=batch_size,
-                    fn_kwargs={
-                        "lfs": [lf_list[j] for j in python],
-                        "cardinality": cardinality,
-                        "fault_tolerant": fault_tolerant,
-                        "keep_inputs": bool(model),
-                        "order": None,
-                    },
-                    compute=TaskPoolStrategy(size=workers),
-                    max_retries=cfg.max_retries,
+            with warnings.catch_warnings():  # max_retries & co. as remote args: deprecated, no successor yet
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
+                warnings.filterwarnings("ignore", message=".*only received .* input", category=UserWarning)
+                data = _job(
+                    ray.data.from_arrow(_blocks(ds, pending)),
+                    lf_list,
+                    cardinality,
+                    cfg,
+                    batch_size,
+                    fault_tolerant,
                 )
-            if model:
-                data = data.map_batches(
-                    _ModelLFs,
-                    batch_format="pyarrow",
-                    batch_size=batch_size,
-                    fn_constructor_kwargs={
-                        "lfs": [lf_list[j] for j in model],
-                        "cardinality": cardinality,
-                        "fault_tolerant": fault_tolerant,
-                        "order": order,
-                    },
-                    # from 1 actor up: a fixed pool as large as the cluster would hold every CPU and
-                    # starve the Python LFs' tasks that feed it
-                    compute=ActorPoolStrategy(min_size=1, max_size=workers),
-                    num_gpus=gpus_per_actor(cfg),
-                    max_restarts=cfg.max_retries,
-                    max_task_retries=cfg.max_retries,
-                )
-            _run(data, pending, todo_dir, progress)
+                _run(data, pending, todo_dir, progress)
         L, failed = _read_shards(todo_dir, every, m)
     finally:
         if out_dir is None:
             shutil.rmtree(todo_dir, ignore_errors=True)
     failures = {n: int(c) for n, c in zip(names, failed.sum(0), strict=True) if c}
     return LFOutput(L, names, failures)
+
+
+def _blocks(ds: datasets.Dataset, pending: Sequence[Shard]) -> list[pa.Table]:
+    """The rows of each pending shard as an Arrow table with its row numbers (``_ROW``)."""
+    table = ds.with_format("arrow")
+    return [
+        table[s.start : s.end].append_column(_ROW, pa.array(range(s.start, s.end), pa.int64()))
+        for s in pending
+    ]
+
+
+def _job(
+    data: Any,
+    lfs: list[LabelingFunction],
+    cardinality: int,
+    cfg: RayConfig,
+    batch_size: int,
+    fault_tolerant: bool,
+) -> Any:
+    """The Ray Data pipeline: the Python LFs as tasks, then the model LFs in actors (votes in LF order)."""
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    python = [j for j, lf in enumerate(lfs) if not is_model_lf(lf)]
+    model = [j for j, lf in enumerate(lfs) if is_model_lf(lf)]
+    order = np.argsort(np.asarray(python + model)).tolist()  # stage columns back in LF order
+    workers = default_workers(cfg)
+    if python:
+        data = data.map_batches(
+            _label_table,
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            fn_kwargs={
+                "lfs": [lfs[j] for j in python],
+                "cardinality": cardinality,
+                "fault_tolerant": fault_tolerant,
+                "keep_inputs": bool(model),
+                "order": None,
+            },
+            compute=TaskPoolStrategy(size=workers),
+            max_retries=cfg.max_retries,
+        )
+    if model:
+        data = data.map_batches(
+            _ModelLFs,
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            fn_constructor_kwargs={
+                "lfs": [lfs[j] for j in model],
+                "cardinality": cardinality,
+                "fault_tolerant": fault_tolerant,
+                "order": order,
+            },
+            # from 1 actor up: a fixed pool as large as the cluster would hold every CPU and starve the
+            # Python LFs' tasks that feed it
+            compute=ActorPoolStrategy(min_size=1, max_size=workers),
+            num_gpus=gpus_per_actor(cfg),
+            max_restarts=cfg.max_retries,
+            max_task_retries=cfg.max_retries,
+        )
+    return data
 
 
 def _run(data: Any, pending: list[Shard], out_dir: Path, progress: bool) -> None:
