@@ -274,7 +274,7 @@ def apply_lfs_ray(
         pending = [s for s in every if s.file not in done]
         if pending:
             with warnings.catch_warnings():  # max_retries & co. as remote args: deprecated, no successor yet
-                warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", message=".*only received .* input", category=UserWarning)
                 data = _job(
                     ray.data.from_arrow(_blocks(ds, pending)),
