@@ -233,7 +233,8 @@ class SourceConfig:
 
     Attributes:
         format: ``wrench`` (WRENCH json keyed by id), ``csv``, ``tsv``, ``jsonl`` (JSON lines),
-            ``parquet``, ``json`` (a JSON array of objects) or ``hub`` (``datasets.load_dataset(path, hub_name)``).
+            ``parquet``, ``json`` (a JSON array of objects) or ``hub``
+            (``datasets.load_dataset(path, hub_name)``).
         path: a folder (file names in ``files`` are relative to it), a single file, or a Hub id.
         files: split name (``train``, ``dev``, ``test`` or ``all``) to file names or glob patterns. Splits
             that are absent are carved out of ``train``/``all`` by ``split``. Empty: the WRENCH defaults
