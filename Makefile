@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mtl-installed
 
-.PHONY: help setup demo spam label test test-fast lint format bench-label bench-slices bench-perf clean
+.PHONY: help setup demo spam label test test-fast lint format bench-label bench-slices bench-perf bench-scale clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,6 +61,12 @@ bench-perf: $(STAMP)  ## LF application vs snorkel, training loop vs accelerate/
 	$(BIN)/python scripts/bench_lf_apply.py
 	$(BIN)/python scripts/bench_train_loop.py
 	$(BIN)/python scripts/bench_inference.py
+
+bench-scale: $(STAMP)  ## past one machine: label model at 1M (vs snorkel) and 10M rows, LFs on Ray vs in-process, mtl-predict local vs Ray (~45 min)
+	$(BIN)/pip install -q snorkel==0.10.0
+	$(BIN)/python scripts/bench_label_model_scale.py
+	$(BIN)/python scripts/bench_ray_apply.py
+	$(BIN)/python scripts/bench_predict.py
 
 clean:  ## remove run outputs (not the venv)
 	rm -rf outputs multirun
