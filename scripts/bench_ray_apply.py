@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model-rows", type=int, default=4000)
     ap.add_argument("--shard-rows", type=int, default=50_000)
+    ap.add_argument("--model-shard-rows", type=int, default=250, help="shards of part 2 (one actor a shard)")
+    ap.add_argument("--skip-python", action="store_true", help="part 2 (the model LF) only")
     args = ap.parse_args()
     datasets.disable_progress_bars()
     connect(RayConfig(num_cpus=2))  # started once, before any timing
@@ -97,37 +99,41 @@ def main() -> None:
         f"{len(ds)} rows x {len(lfs)} LFs, median of {args.repeats} (interleaved); Ray: local, 2 CPUs"
     )
 
-    def ray(workers: int, data: datasets.Dataset, fns: list[LabelingFunction], k: int) -> np.ndarray:
-        cfg = RayConfig(workers=workers, shard_rows=args.shard_rows)
+    def ray(
+        workers: int, data: datasets.Dataset, fns: list[LabelingFunction], k: int, shard_rows: int
+    ) -> np.ndarray:
+        cfg = RayConfig(workers=workers, shard_rows=shard_rows)
         return apply_lfs_ray(data, fns, k, cfg=cfg, progress=False).L
 
-    runs: dict[str, Callable[[], np.ndarray]] = {
-        "in-process, 1 process (baseline)": lambda: apply_lfs(ds, lfs, 2).L,
-        "in-process, 2 processes": lambda: apply_lfs(ds, lfs, 2, num_proc=2).L,
-        "Ray, 1 worker": lambda: ray(1, ds, lfs, 2),
-        "Ray, 2 workers": lambda: ray(2, ds, lfs, 2),
-    }
     times: dict[str, list[float]] = {}
-    reference: np.ndarray | None = None
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            L = timed(name, fn, times)
-            if reference is None:
-                reference = L
-            elif not np.array_equal(reference, L):
-                raise SystemExit(f"{name}: its label matrix differs from the in-process one")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base, one, two = med["in-process, 1 process (baseline)"], med["Ray, 1 worker"], med["Ray, 2 workers"]
-    print("\n| applier | median s | rows/s | vs in-process |\n|---|---|---|---|")
-    for name, t in med.items():
-        print(f"| {name} | {t:.2f} | {len(ds) / t:,.0f} | {base / t:.2f}x |")
-    overhead, efficiency = one / base - 1, one / (2 * two)
-    verdict = {True: "met", False: "NOT met"}
-    print(f"Ray overhead at 1 worker: {overhead:+.1%} (target <= 20 %: {verdict[overhead <= 0.2]})")
-    print(
-        f"Ray parallel efficiency at 2 workers: {efficiency:.2f} "
-        f"(target >= 0.8: {verdict[efficiency >= 0.8]})"
-    )
+    overhead = efficiency = float("nan")
+    if not args.skip_python:
+        runs: dict[str, Callable[[], np.ndarray]] = {
+            "in-process, 1 process (baseline)": lambda: apply_lfs(ds, lfs, 2).L,
+            "in-process, 2 processes": lambda: apply_lfs(ds, lfs, 2, num_proc=2).L,
+            "Ray, 1 worker": lambda: ray(1, ds, lfs, 2, args.shard_rows),
+            "Ray, 2 workers": lambda: ray(2, ds, lfs, 2, args.shard_rows),
+        }
+        reference: np.ndarray | None = None
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                L = timed(name, fn, times)
+                if reference is None:
+                    reference = L
+                elif not np.array_equal(reference, L):
+                    raise SystemExit(f"{name}: its label matrix differs from the in-process one")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base, one, two = med["in-process, 1 process (baseline)"], med["Ray, 1 worker"], med["Ray, 2 workers"]
+        print("\n| applier | median s | rows/s | vs in-process |\n|---|---|---|---|")
+        for name, t in med.items():
+            print(f"| {name} | {t:.2f} | {len(ds) / t:,.0f} | {base / t:.2f}x |")
+        overhead, efficiency = one / base - 1, one / (2 * two)
+        verdict = {True: "met", False: "NOT met"}
+        print(f"Ray overhead at 1 worker: {overhead:+.1%} (target <= 20 %: {verdict[overhead <= 0.2]})")
+        print(
+            f"Ray parallel efficiency at 2 workers: {efficiency:.2f} "
+            f"(target >= 0.8: {verdict[efficiency >= 0.8]})"
+        )
 
     # Part 2: a model LF
     model_ds = ds.select(range(min(args.model_rows, len(ds))))
@@ -138,8 +144,8 @@ def main() -> None:
         "model LF in-process": lambda: (
             apply_lfs(model_ds, [ModelLabelingFunction("minilm_topic", minilm_proba)], 3).L
         ),
-        "model LF on Ray, 1 actor": lambda: ray(1, model_ds, model, 3),
-        "model LF on Ray, 2 actors": lambda: ray(2, model_ds, model, 3),
+        "model LF on Ray, 1 actor": lambda: ray(1, model_ds, model, 3, args.model_shard_rows),
+        "model LF on Ray, 2 actors": lambda: ray(2, model_ds, model, 3, args.model_shard_rows),
     }
     print(f"\nmodel LF: {len(model_ds)} texts, MiniLM + random 3-class head (load included in each run)")
     for _ in range(args.repeats):
