@@ -7,8 +7,20 @@ Example:
     >>> model, tokenizer, tasks, info = load_checkpoint("outputs/train/<run>/checkpoint")  # doctest: +SKIP
 """
 
-from importlib import import_module
-from typing import Any
+from importlib import import_module, util
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
+    from mtl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from mtl.config import EncoderConfig, HeadConfig, SourceConfig, SplitConfig, TaskConfig, TrainerConfig
+    from mtl.heads import ClassificationHead, SliceAwareHead, UpweightHead, build_head, soft_cross_entropy
+    from mtl.model import MultitaskModel, build_encoder
+    from mtl.prepare import load_task_splits, load_tasks, prepare_task
+    from mtl.sources import DataError
+    from mtl.starting_model import StartingModel, starting_model
+    from mtl.task import Task, resolve_tasks
+    from mtl.trainer import FitResult, Trainer
+    from mtl.types import ABSTAIN, MtlError
 
 # Imported on first use (PEP 562): `import mtl.weak.lf` (every Ray worker unpickling an LF does it) must
 # not pull in torch and transformers through the model's modules.
@@ -49,7 +61,13 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
+    if util.find_spec(f"mtl.{name}") is not None:  # `import mtl; mtl.trainer`, as when all were imported
+        return import_module(f"mtl.{name}")
     raise AttributeError(f"module 'mtl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,21 @@ def ranks_not_sharing(folder: str | Path) -> list[int]:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.touch()
     s.wait_for_everyone()
-    seen: list[bool] = gather_object([probe.exists()])
+    seen: list[bool] = gather_object([_appears(probe)])
     if s.is_main_process:
         probe.unlink()
     return [rank for rank, ok in enumerate(seen) if not ok]
+
+
+def _appears(path: Path, wait_s: float = 5.0) -> bool:
+    """Whether ``path`` exists, looking again for up to ``wait_s`` seconds: an NFS client may cache that
+    it did not exist a moment ago."""
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def release(accelerator: Accelerator | None = None, barrier: bool = True) -> None:

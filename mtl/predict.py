@@ -376,7 +376,7 @@ def _ray_results(
     actors_cpus_gpus: tuple[int, int, float],
     batch_size: int,
 ) -> Iterator[tuple[Chunk, Probabilities]]:
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import RayActorError, RayError, RayTaskError
 
     workers, cpus, gpus = actors_cpus_gpus
     actor_cls = ray.remote(ShardPredictor).options(  # Ray sets OMP_NUM_THREADS (torch's threads) to cpus
@@ -389,7 +389,8 @@ def _ray_results(
     exhausted, next_index = False, -1
     try:
         while True:
-            while not exhausted and len(pending) < 2 * workers:
+            # at most 2 shards per actor held here, in flight or waiting for an earlier one to be written
+            while not exhausted and len(pending) + len(done) < 2 * workers:
                 chunk = next(source, None)
                 if chunk is None:
                     exhausted = True
@@ -419,7 +420,7 @@ def _ray_results(
                         "nothing was written as finished. Look at the worker's log "
                         "(/tmp/ray/session_latest/logs on its node) or raise ray.max_retries"
                     ) from e
-                except RayTaskError as e:
+                except (RayTaskError, RayError) as e:
                     raise MtlError(
                         f"{chunk.describe()} failed on a Ray worker: "
                         f"{_first_line(getattr(e, 'cause', None) or e)}; nothing was written as finished"

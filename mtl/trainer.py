@@ -240,7 +240,8 @@ class Trainer:
         key = encoder_fingerprint(self.model)
         out = {}
         # under the run's mixed precision, like the encoder would run in training
-        with self.accelerator.main_process_first(), self.accelerator.autocast():
+        acc = self.accelerator  # main process first, then each other machine's first, then the rest
+        with acc.main_process_first(), acc.local_main_process_first(), acc.autocast():
             for task, dsd in self.data.items():
                 fly = self.tasks[task].augments_on_the_fly
                 out[task] = datasets.DatasetDict(

@@ -347,9 +347,9 @@ def train_once(
     enc_cfg = init.encoder
     with open_dict(cfg):  # the saved config and the report record the encoder the run used
         cfg.encoder = OmegaConf.structured(enc_cfg)
-    # the main process prepares, labels and caches; then the others read its cache or, on another machine
-    # with its own cache_dir, prepare their own in turn
-    with proc.main_process_first():
+    # the main process prepares, labels and caches; then the first process of each other machine (its own
+    # cache_dir, or the shared one: then it reads); then every other process reads its machine's cache
+    with proc.main_process_first(), proc.local_main_process_first():
         data = load_tasks(tasks, init.tokenizer, enc_cfg.max_length, cfg.cache_dir, cfg.seed)
     for name, dsd in data.items():
         log.info("task %s: %s", name, {s: len(d) for s, d in dsd.items()})

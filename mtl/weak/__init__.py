@@ -37,7 +37,7 @@ from mtl.weak.lf import (
     preprocessor,
     regex_lf,
 )
-from mtl.weak.model_lf import checkpoint_lf, model_lf
+from mtl.weak.model_lf import ModelLabelingFunction, checkpoint_lf, model_lf
 
 _LAZY = {"extend_votes": "mtl.weak.neighbours", "similarity_lf": "mtl.weak.neighbours"}
 
@@ -58,6 +58,7 @@ __all__ = [
     "LFApplicationError",
     "LFOutput",
     "LabelModel",
+    "ModelLabelingFunction",
     "LabelingFunction",
     "MajorityVote",
     "Preprocessor",

@@ -71,19 +71,27 @@ def model_lf(name: str, predict_proba: Proba, min_confidence: float = 0.0) -> Mo
 
 
 class _CheckpointHead:
-    """Picklable loader of one head of an ``mtl`` checkpoint."""
+    """Picklable loader of one head of an ``mtl`` checkpoint (on the GPU when the process has one).
+
+    ``stamp`` (each file's size and modification time) makes the LF's fingerprint change when the
+    checkpoint is retrained in place, so no cache keeps votes of the old weights."""
 
     def __init__(self, checkpoint: Path, task: str) -> None:
         self.checkpoint, self.task = checkpoint, task
+        self.stamp = sorted(
+            (str(f.relative_to(checkpoint)), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in checkpoint.rglob("*")
+            if f.is_file()
+        )
 
     def __call__(self) -> Proba:
+        import torch
+
         from mtl.checkpoint import load_checkpoint
 
         model, *_ = load_checkpoint(self.checkpoint)
-        if self.task not in model.heads:
-            raise MtlError(
-                f"checkpoint {self.checkpoint} has no head {self.task!r}; heads: {sorted(model.heads)}"
-            )
+        if torch.cuda.is_available():  # a Ray GPU actor sees the GPU it was given
+            model = model.to("cuda")
 
         def proba(texts: list[str]) -> list[list[float]]:
             return model.predict(texts, [self.task])[self.task].tolist()
@@ -95,10 +103,14 @@ def checkpoint_lf(
     name: str, checkpoint: str | Path, task: str, min_confidence: float = 0.0
 ) -> ModelLabelingFunction:
     """An LF voting the predictions of one head (``task``) of an ``mtl`` checkpoint; the checkpoint is
-    loaded on the first vote in each process (a missing folder is an error at once)."""
+    loaded on the first vote in each process. A folder that is no checkpoint, or has no head ``task``, is
+    an error at once."""
     path = Path(checkpoint).expanduser()
     if not (path / "model.json").exists():
         raise MtlError(f"checkpoint_lf {name!r}: {path} is not an mtl checkpoint (no model.json there)")
+    heads = sorted(p.stem for p in (path / "heads").glob("*.safetensors"))
+    if task not in heads:
+        raise MtlError(f"checkpoint_lf {name!r}: checkpoint {path} has no head {task!r}; heads: {heads}")
     return ModelLabelingFunction(name, _CheckpointHead(path, task), min_confidence)
 
 

@@ -120,12 +120,21 @@ def _splits(dsd: datasets.DatasetDict) -> list[str]:
     return [s for s in ("train", "dev", "test", "gold") if s in dsd]
 
 
+# gold_weight is used after the labels; backend, ray and num_proc give the same votes either way
+_NOT_IN_KEY = ("gold_weight", "backend", "ray", "num_proc")
+
+
 def _key(task: Task, dsd: datasets.DatasetDict) -> str:
     cfg = task.config
     lf_hash = Hasher.hash(task.lfs) if task.lfs else ""
     data = {
         "task": task.name,
-        "weak": {k: v for k, v in asdict(cfg.weak).items() if k != "gold_weight"},  # used after the labels
+        # gold_weight: used after the labels; where the LFs run: the same votes either way
+        "weak": {
+            k: v
+            for k, v in asdict(cfg.weak).items()
+            if k not in ("gold_weight", "backend", "ray", "num_proc")
+        },
         "labels": list(cfg.label_names),
         "metric": cfg.metric,
         "data": [dsd[s]._fingerprint for s in _splits(dsd)],

@@ -44,7 +44,7 @@ from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
 from mtl.config import RayConfig
-from mtl.ray_backend import connect, default_workers, gpus_per_actor
+from mtl.ray_backend import connect, default_workers, gpus_per_actor, require_ray
 from mtl.types import MtlError
 from mtl.weak.apply import LFApplicationError, LFOutput, _check_names, apply_lfs, label_rows
 from mtl.weak.lf import LabelingFunction
@@ -53,8 +53,31 @@ from mtl.weak.model_lf import ModelLabelingFunction
 _ROW = "__row"
 _VOTES = "__votes"
 _FAILED = "__failed"
-_ERROR = "__error"
+_MARK = "<<mtl-lf-error>>"  # brackets an LF's own error in the message Ray passes back (as text only)
 _MANIFEST = "_manifest.json"
+
+
+class _LFError(Exception):
+    """An LF's error on a Ray worker, its message bracketed by ``_MARK`` (read back by ``_lf_error``)."""
+
+
+def _lf_error(e: BaseException) -> LFApplicationError | None:
+    """The LF's own error (as the in-process applier raises it) inside Ray's wrapper of a worker's
+    exception, found by its marks in the text of the exception or of its causes; None if there is none."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [e]
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        text = str(cur)
+        start = text.find(_MARK)
+        end = text.find(_MARK, start + len(_MARK)) if start >= 0 else -1
+        if end > start:
+            return LFApplicationError(text[start + len(_MARK) : end])
+        todo += [x for x in (getattr(cur, "cause", None), cur.__cause__) if isinstance(x, BaseException)]
+    return None
 
 
 class RayJobError(MtlError):
@@ -140,15 +163,13 @@ def _label_table(
     """Votes of ``lfs`` on a batch. A batch that already carries votes (the Python LFs', from the task
     stage) gets these appended and the columns put back in LF order (``order``). ``keep_inputs``: the
     row's fields stay for a later stage; else only the row number and the votes are returned."""
-    if _ERROR in batch.column_names:
-        return batch  # an earlier stage's error, on its way to the driver
     earlier = _VOTES in batch.column_names
     inputs = batch.drop_columns([c for c in (_ROW, _VOTES, _FAILED) if c in batch.column_names])
     rows = batch.column(_ROW).to_numpy()
     try:
         L, failed = label_rows(inputs.to_pylist(), rows.tolist(), lfs, cardinality, fault_tolerant)
-    except LFApplicationError as e:  # sent back as data: Ray's wrapper would keep only a traceback string
-        return pa.table({_ROW: pa.array(rows[:1], pa.int64()), _ERROR: [str(e)]})
+    except LFApplicationError as e:  # Ray hands the driver only the text: mark where the message is
+        raise _LFError(f"{_MARK}{e}{_MARK}") from None
     if earlier:
         L = np.concatenate([_column_matrix(batch, _VOTES, np.int16), L], axis=1)
         failed = np.concatenate([_column_matrix(batch, _FAILED, bool), failed], axis=1)
@@ -192,7 +213,9 @@ def _open_out_dir(out_dir: Path, manifest: dict[str, Any]) -> set[str]:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        path.write_text(json.dumps(manifest, indent=1))
+        tmp = out_dir / f"{_MANIFEST}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(path)
     for stale in out_dir.glob("*.tmp*"):  # a shard write cut short: never taken as done
         stale.unlink()
     return {p.name for p in out_dir.glob("votes-*.parquet")}
@@ -258,6 +281,7 @@ def apply_lfs_ray(
     """
     names = _check_names(lfs)
     lf_list = list(lfs)
+    require_ray()  # before anything imports it: without Ray, the error says how to install it
     check_serialisable(lf_list)
     ray = connect(cfg)
     m = len(lf_list)
@@ -284,7 +308,7 @@ def apply_lfs_ray(
                     batch_size,
                     fault_tolerant,
                 )
-                _run(data, pending, todo_dir, progress)
+                _run(data, pending, todo_dir, progress, temporary=out_dir is None)
         L, failed = _read_shards(todo_dir, every, m)
     finally:
         if out_dir is None:
@@ -353,7 +377,7 @@ def _job(
     return data
 
 
-def _run(data: Any, pending: list[Shard], out_dir: Path, progress: bool) -> None:
+def _run(data: Any, pending: list[Shard], out_dir: Path, progress: bool, temporary: bool) -> None:
     """Stream the job's batches back, gather each shard's rows and write every shard once complete."""
     starts = np.asarray([s.start for s in pending])
     parts: dict[Shard, list[pa.Table]] = {s: [] for s in pending}
@@ -361,10 +385,9 @@ def _run(data: Any, pending: list[Shard], out_dir: Path, progress: bool) -> None
     rows_todo = sum(s.end - s.start for s in pending)
     bar = tqdm(total=rows_todo, unit="rows", disable=not progress, desc="LFs on Ray", file=sys.stderr)
     t0 = time.time()
+    batches = data.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2)
     try:
-        for batch in data.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
-            if _ERROR in batch.column_names:
-                raise LFApplicationError(batch.column(_ERROR)[0].as_py())
+        for batch in batches:
             where = np.searchsorted(starts, batch.column(_ROW).to_numpy(), side="right") - 1
             for idx in np.unique(where):
                 shard = pending[int(idx)]
@@ -374,20 +397,35 @@ def _run(data: Any, pending: list[Shard], out_dir: Path, progress: bool) -> None
                 bar.update(part.num_rows)
                 if got[shard] == shard.end - shard.start:
                     _write_shard(out_dir, shard, parts.pop(shard))
+        if parts:  # a shard that never got all its rows (or got some twice)
+            raise RayJobError(f"{len(parts)} shards came back incomplete: {_listed(list(parts))}")
     except Exception as e:
+        lf_error = _lf_error(e)
+        if lf_error is not None:
+            raise lf_error from None  # the LF's own error, as the in-process applier gives it
         cause = _cause(e)
         if isinstance(cause, MtlError) and not isinstance(cause, RayJobError):
-            raise type(cause)(str(cause)) from e  # an LF's own error, as the in-process applier gives it
+            raise type(cause)(str(cause)) from e
         unfinished = [s for s in pending if s in parts]
-        listed = ", ".join(str(s) for s in unfinished[:5]) + (" ..." if len(unfinished) > 5 else "")
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        kept = (
+            "Nothing is kept (no out_dir was given)"
+            if temporary
+            else f"The finished shards are kept in {out_dir} and reused by a rerun with the same LFs and data"
+        )
         raise RayJobError(
             f"the Ray job stopped after {time.time() - t0:.0f} s ({type(cause).__name__}: {first}); "
-            f"{len(unfinished)} of {len(pending)} shards unfinished: {listed}. The finished shards are "
-            f"kept in {out_dir} and reused by a rerun with the same LFs and data"
+            f"{len(unfinished)} of {len(pending)} shards unfinished: {_listed(unfinished)}. {kept}"
         ) from e
     finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # a stopped job frees the cluster now, not when the iterator is collected
         bar.close()
+
+
+def _listed(shards: Sequence[Shard], limit: int = 5) -> str:
+    return ", ".join(str(s) for s in shards[:limit]) + (" ..." if len(shards) > limit else "")
 
 
 def apply_lfs_backend(

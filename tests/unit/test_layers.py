@@ -79,7 +79,7 @@ LOCAL_IMPORTS = {
 LOCAL_IMPORTS |= {"sklearn.linear_model"}
 # Ray: the optional backend=ray only. mtl.checkpoint (torch, transformers): a model LF loads it in the
 # process that votes, so that unpickling an LF (every Ray worker does) stays light.
-LOCAL_IMPORTS |= {"ray", "mtl.checkpoint"}
+LOCAL_IMPORTS |= {"ray", "mtl.checkpoint", "torch"}
 
 
 def _modules() -> dict[str, Path]:

@@ -444,3 +444,29 @@ def test_keep_values_that_change_type_in_parquet_output_name_the_row(
     ):
         run_predict(cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_checkpoint_lf_votes_its_head_and_its_fingerprint_follows_the_weights(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from datasets.fingerprint import Hasher
+
+    from mtl.weak import checkpoint_lf
+
+    texts = ["win cash now", "see you at lunch", "subscribe to my channel"]
+    model, *_ = load_checkpoint(checkpoint)
+    expected_votes = model.predict(texts, ["topic"])["topic"].argmax(1).tolist()
+    lf = checkpoint_lf("topic_model", checkpoint, "topic")
+    assert lf.vote_batch([{"text": t} for t in texts]) == expected_votes
+    with pytest.raises(MtlError, match=r"has no head 'nosuch'; heads: \['spam', 'topic'\]"):
+        checkpoint_lf("x", checkpoint, "nosuch")
+    # retrained in place: the LF (and so every cache keyed on it) changes with the weights
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, copy)
+    before = Hasher.hash(checkpoint_lf("topic_model", copy, "topic"))
+    assert Hasher.hash(checkpoint_lf("topic_model", copy, "topic")) == before
+    head = copy / "heads" / "topic.safetensors"
+    head.write_bytes(head.read_bytes() + b" ")
+    assert Hasher.hash(checkpoint_lf("topic_model", copy, "topic")) != before
