@@ -82,6 +82,9 @@ def _machine(rank: int, port: int, root: Path) -> None:
     release(acc)
 
 
+pytestmark = pytest.mark.slow  # two spawned processes importing mtl: seconds, not milliseconds
+
+
 def test_what_the_main_process_writes_is_never_read_on_another_machine(tmp_path: Path) -> None:
     (tmp_path / "shared").mkdir()
     mp.start_processes(_machine, args=(_free_port(), tmp_path), nprocs=WORLD, start_method="spawn")
