@@ -157,30 +157,34 @@ def test_bad_task_name_and_missing_data_fail_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: task 'sms': data file")
     assert "/nonexistent/wrench/sms" in proc.stderr and "Traceback" not in proc.stderr
-    for args, message in (
+    cases = (
         (["resume=true"], "error: resume=true: nothing to resume in"),
         ([f"init_from={tmp_path / 'nope'}"], f"error: init_from '{tmp_path / 'nope'}' does not exist"),
         (["trainer.batch_size=0"], "error: out of range: trainer.batch_size=0 (must be >= 1)"),
         (["encoder.name_or_path=/does/not/exist"], "error: encoder.name_or_path '/does/not/exist' does not"),
         (["seed=1"], "error: output_dir cannot be set in a sweep (-m): every job writes to its own folder"),
-    ):
-        proc = subprocess.run(
+    )
+    # all at once: each run spends its seconds importing torch and transformers, one core each
+    running = [
+        subprocess.Popen(
             [
                 str(exe),
                 *(["-m"] if args == ["seed=1"] else []),  # a sweep (-m goes before the overrides)
                 "tasks=[youtube]",
                 "encoder=tiny",
                 "trainer=debug",
-                f"output_dir={tmp_path / 'r'}",
+                f"output_dir={tmp_path / f'r{i}'}",
                 *args,
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=300,
         )
-        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[
-            -2000:
-        ]
+        for i, (args, _) in enumerate(cases)
+    ]
+    for proc_, (_, message) in zip(running, cases, strict=True):
+        _, stderr = proc_.communicate(timeout=300)
+        assert proc_.returncode == 2 and stderr.strip().splitlines()[-1].startswith(message), stderr[-2000:]
 
 
 def test_label_then_train_on_weak_labels(tmp_path: Path) -> None:
