@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -213,12 +214,29 @@ def _open_out_dir(out_dir: Path, manifest: dict[str, Any]) -> set[str]:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        tmp = out_dir / f"{_MANIFEST}.tmp{os.getpid()}"
+        tmp = out_dir / f"{_MANIFEST}{_tmp_suffix()}"
         tmp.write_text(json.dumps(manifest, indent=1))
         tmp.replace(path)
-    for stale in out_dir.glob("*.tmp*"):  # a shard write cut short: never taken as done
-        stale.unlink()
+    for stale in out_dir.glob("*.tmp-*"):  # a write cut short (never taken as done): remove it unless
+        host, _, pid = stale.name.rsplit(".tmp-", 1)[1].rpartition("-")  # a live process is writing it
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
     return {p.name for p in out_dir.glob("votes-*.parquet")}
+
+
+def _tmp_suffix() -> str:
+    """``.tmp-<host>-<pid>``: whose write it is, so that a rerun removes only writes cut short."""
+    return f".tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _cause(e: BaseException) -> BaseException:
@@ -242,7 +260,7 @@ def _write_shard(out_dir: Path, shard: Shard, parts: list[pa.Table]) -> None:
     table = pa.concat_tables(parts).sort_by(_ROW)
     if table.num_rows != shard.end - shard.start:
         raise RayJobError(f"{shard}: {table.num_rows} rows came back for {shard.end - shard.start}")
-    tmp = out_dir / f"{shard.file}.tmp{os.getpid()}"
+    tmp = out_dir / f"{shard.file}{_tmp_suffix()}"
     pq.write_table(table, tmp)
     tmp.replace(out_dir / shard.file)
 

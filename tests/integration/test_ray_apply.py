@@ -203,3 +203,26 @@ def test_the_pipeline_on_ray_gives_the_same_weak_labels(spam_folder: Path, tmp_p
     # where the LFs ran is not part of the labels' cache key: the same votes either way
     assert weak_label(task("ray"), dsd, tmp_path / "cache").folder == a.folder
     assert not (tmp_path / "cache" / "votes").exists()
+
+
+def test_a_rerun_removes_only_the_writes_of_processes_that_died(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from mtl.weak.ray_apply import _open_out_dir
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+    manifest = {"fingerprint": "f", "rows": 3, "lfs": ["a"], "shard_rows": 2}
+    _open_out_dir(tmp_path, manifest)
+    cut_short = tmp_path / f"votes-000000000000-000000000001.parquet.tmp-{host}-{dead.stdout.strip()}"
+    writing = tmp_path / f"votes-000000000002-000000000002.parquet.tmp-{host}-{os.getpid()}"
+    elsewhere = tmp_path / f"votes-000000000002-000000000002.parquet.tmp-otherhost-{dead.stdout.strip()}"
+    for f in (cut_short, writing, elsewhere):
+        f.write_bytes(b"half")
+    (tmp_path / "votes-000000000000-000000000001.parquet").write_bytes(b"done")
+    assert _open_out_dir(tmp_path, manifest) == {"votes-000000000000-000000000001.parquet"}
+    assert not cut_short.exists() and writing.exists() and elsewhere.exists()
