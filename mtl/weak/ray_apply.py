@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,22 +62,27 @@ class _LFError(Exception):
     """An LF's error on a Ray worker, its message bracketed by ``_MARK`` (read back by ``_lf_error``)."""
 
 
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and every exception inside it: Ray's ``cause`` and Python's ``__cause__``, each once."""
+    seen: set[int] = set()
+    todo = [e]
+    while todo:
+        cur = todo.pop(0)
+        if id(cur) not in seen:
+            seen.add(id(cur))
+            yield cur
+            todo += [x for x in (getattr(cur, "cause", None), cur.__cause__) if isinstance(x, BaseException)]
+
+
 def _lf_error(e: BaseException) -> LFApplicationError | None:
     """The LF's own error (as the in-process applier raises it) inside Ray's wrapper of a worker's
     exception, found by its marks in the text of the exception or of its causes; None if there is none."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [e]
-    while todo:
-        cur = todo.pop()
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
+    for cur in _causes(e):
         text = str(cur)
         start = text.find(_MARK)
         end = text.find(_MARK, start + len(_MARK)) if start >= 0 else -1
         if end > start:
             return LFApplicationError(text[start + len(_MARK) : end])
-        todo += [x for x in (getattr(cur, "cause", None), cur.__cause__) if isinstance(x, BaseException)]
     return None
 
 
@@ -242,17 +247,10 @@ def _alive(pid: int) -> bool:
 def _cause(e: BaseException) -> BaseException:
     """The user's exception inside Ray's wrappers (``RayTaskError``, ``UserCodeException``): the first
     ``MtlError`` among the causes, else the innermost cause."""
-    seen: set[int] = set()
-    todo, last = [e], e
-    while todo:
-        cur = todo.pop(0)
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, MtlError):
-            return cur
-        last = cur
-        todo += [x for x in (getattr(cur, "cause", None), cur.__cause__) if isinstance(x, BaseException)]
+    last = e
+    for last in _causes(e):
+        if isinstance(last, MtlError):
+            return last
     return last
 
 

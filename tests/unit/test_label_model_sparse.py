@@ -28,6 +28,7 @@ from mtl.weak.label_model import (
     select_label_model,
     unanimous_agreement,
 )
+from tests.unit.test_weak import _four_lfs_sparse, _many_lfs_few_votes  # the two collapse regimes
 
 WRENCH = PROJECT_ROOT.parent / "shared" / "data" / "wrench"
 
@@ -96,32 +97,6 @@ def _lfs(n: int, m: int, k: int, seed: int, rate: float = 0.3, right: float = 0.
     fires = rng.random((n, m)) < rate
     votes = np.where(rng.random((n, m)) < right, y[:, None], rng.integers(0, k, (n, m)))
     return np.where(fires, votes, ABSTAIN).astype(np.int16)
-
-
-def _many_lfs_few_votes(seed: int, n: int = 1500, m: int = 160) -> np.ndarray:
-    """Collapse regime 1 (as in test_weak.py): 160 one-class LFs over six classes, about 3.5 votes a row."""
-    rng = np.random.default_rng(seed)
-    prior = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
-    y = rng.choice(6, n, p=prior)
-    lf_class = rng.choice(6, m, p=[0.45, 0.1, 0.15, 0.05, 0.2, 0.05])
-    L = np.full((n, m), ABSTAIN, dtype=np.int16)
-    for j, c in enumerate(lf_class):
-        rate, precision = rng.uniform(0.2, 1.8) * 2 * 6 / m, rng.uniform(0.55, 0.9)
-        other = rate * prior[c] / (1 - prior[c]) * (1 - precision) / precision
-        L[rng.random(n) < np.where(y == c, rate, other), j] = c
-    return L
-
-
-def _four_lfs_sparse(seed: int, n: int = 1500) -> np.ndarray:
-    """Collapse regime 2 (as in test_weak.py): four one-class LFs covering about 27 % of the rows."""
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < 0.25).astype(int)
-    L = np.full((n, 4), ABSTAIN, dtype=np.int16)
-    for j, (c, rate, precision) in enumerate([(1, 0.5, 0.85), (1, 0.2, 0.7), (0, 0.05, 0.9), (1, 0.15, 0.6)]):
-        pc = float((y == c).mean())
-        other = rate * pc / (1 - pc) * (1 - precision) / precision
-        L[rng.random(n) < np.where(y == c, rate, other), j] = c
-    return L
 
 
 def _forms(L: np.ndarray, k: int) -> dict[str, LabelMatrix]:
@@ -238,8 +213,8 @@ def test_dense_errors_and_model_mismatches_are_unchanged() -> None:
     [
         (_lfs(2000, 10, 2, seed=1, rate=0.2, right=0.75), 2),
         (_lfs(1500, 12, 4, seed=2, rate=0.15, right=0.6), 4),
-        (_many_lfs_few_votes(0), 6),  # collapse regime 1: many LFs, few votes a row
-        (_four_lfs_sparse(0), 2),  # collapse regime 2: a handful of LFs covering a quarter of the rows
+        (_many_lfs_few_votes(0, n=1500)[0], 6),  # collapse regime 1: many LFs, few votes a row
+        (_four_lfs_sparse(0, n=1500)[0], 2),  # collapse regime 2: a handful of LFs covering a quarter of rows
     ],
     ids=["binary", "four-class", "many-lfs-few-votes", "four-lfs-20pct"],
 )
