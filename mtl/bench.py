@@ -231,7 +231,7 @@ def run_cell(cell: Cell, run: Runner, force: bool, keep_checkpoint: bool) -> dic
         shutil.rmtree(cell.folder / "checkpoint", ignore_errors=True)
         if cell.result["status"] == "ok":  # a finetune's weak stage, self-training's earlier rounds
             for stage in [
-                *cell.folder.glob("weak_stage/checkpoint"),
+                *cell.folder.glob("**/weak_stage/checkpoint"),
                 *cell.folder.glob("**/round*/checkpoint"),
             ]:
                 shutil.rmtree(stage, ignore_errors=True)

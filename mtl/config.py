@@ -640,19 +640,24 @@ class GoldConfig:
 
 @dataclass
 class SelfTrainConfig:
-    """Self-training on the weak tasks (``self_train``): after the weak-label run, its model relabels
-    every row of each weak task's train split (the uncovered ones too); the rows it predicts with at least
-    ``min_confidence`` keep that class as a hard label, the others leave training, and the run is
-    trained again on those labels from the same start, ``rounds`` times. Dev, test and (``gold.mode``)
-    the gold rows are as before.
+    """Self-training on the weak tasks (``self_train``): after the run, its model relabels every row of
+    each weak task's train split (the uncovered ones too); the rows it predicts with at least
+    ``min_confidence`` keep that class as a hard label (``soft``: the predicted probabilities), the
+    others leave training, and the run is trained again on those labels from the same start, ``rounds``
+    times. Dev, test and (``gold.mode``) the gold rows are as before. With ``gold.mode=finetune`` a round
+    is both stages, so the teacher is the model fine-tuned on the gold rows: the next round's first
+    stage learns that model's labels instead of the label model's, then is fine-tuned on the gold rows
+    again (distillation of the weak-then-gold model into a fresh one).
 
     Attributes:
         rounds: relabel-and-retrain rounds (0: off).
         min_confidence: the predicted probability a row needs to be kept.
+        soft: train on the predicted probabilities of the kept rows rather than their argmax.
     """
 
     rounds: int = _in("[0, )", 0)
     min_confidence: float = _in("[0, 1]", 0.9)
+    soft: bool = False
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 With ``gold.mode`` (``mtl.config.GoldConfig``) the dev split's gold labels are trained on too,
 cross-fitted: ``gold_stages`` turns the config into the run(s) that does; with ``self_train.rounds``
-(``mtl.config.SelfTrainConfig``) the weak-label run is repeated on its own confident labels
+(``mtl.config.SelfTrainConfig``) the run is repeated on its model's own confident labels
 (``self_train_rounds``)."""
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def main(cfg: DictConfig) -> float:
 def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
     """One run of a composed ``train`` config: returns what ``report.json`` holds (``mtl-bench`` calls
     this in-process for each cell, with ``echo=False``: no table printed). With ``gold.mode=finetune``
-    the run is two trainings (``gold_stages``), with ``self_train.rounds`` the weak-label training is
-    repeated on the model's own confident labels (``self_train_rounds``); the report shows each."""
+    the run is two trainings (``gold_stages``), with ``self_train.rounds`` the run is repeated on its
+    model's own confident labels of the weak tasks' train rows (``self_train_rounds``); the report shows
+    each."""
     check_config(cfg)
     if state().num_processes > 1:  # the main process's folder: launches on several machines start at
         with open_dict(cfg):  # different times, so their default output_dir (a time stamp) differs
@@ -97,14 +98,7 @@ def train(cfg: DictConfig, echo: bool = True) -> dict[str, Any]:
         (Path(cfg.output_dir) / RUN_CONFIG).write_text(json.dumps(resolved(cfg), indent=1))
     if cfg.jtt.upweight > 0:
         return just_train_twice(cfg, echo)
-    weak, *final = gold_stages(cfg)
-    if final:
-        log.info("gold.mode=finetune: stage 1 of 2, weak labels, in %s", weak.output_dir)
-    first = self_train_rounds(weak, echo=not final, reuse=bool(final))
-    if not final:
-        return first
-    log.info("gold.mode=finetune: stage 2 of 2, the training folds' gold rows, from %s", final[0].init_from)
-    return train_once(final[0], echo, weak_stage=first)
+    return self_train_rounds(cfg, echo)
 
 
 def check_shared_output(cfg: DictConfig) -> None:
@@ -205,11 +199,11 @@ def training_targets(task: Task, dsd: datasets.DatasetDict, cache_dir: str) -> n
     return load_label_probs(task.name, resolve_path(task.config.labels), n, k)
 
 
-def self_train_rounds(cfg: DictConfig, echo: bool, reuse: bool = False) -> dict[str, Any]:
-    """The weak-label run and, with ``self_train.rounds`` R, R more: round r + 1 trains on round r's
-    confident predictions of the weak tasks' train rows (``relabel``). Round r < R runs in
-    ``<output_dir>/round<r>`` (a finished one is reused), the last in ``output_dir`` (reused too with
-    ``reuse``: a finetune's weak stage)."""
+def self_train_rounds(cfg: DictConfig, echo: bool) -> dict[str, Any]:
+    """The run (``train_round``) and, with ``self_train.rounds`` R, R more: round r + 1 trains on round
+    r's confident predictions of the weak tasks' train rows (``relabel``). With ``gold.mode=finetune`` a
+    round is both stages, so the teacher is the gold-fine-tuned model. Round r < R runs in
+    ``<output_dir>/round<r>`` (a finished one is reused), the last in ``output_dir``."""
     st: SelfTrainConfig = OmegaConf.to_object(cfg.self_train)  # type: ignore[assignment]
     weak = [str(t) for t, c in cfg.tasks.items() if c.labels != "gold"]
     if st.rounds and not weak:
@@ -223,16 +217,16 @@ def self_train_rounds(cfg: DictConfig, echo: bool, reuse: bool = False) -> dict[
         with open_dict(run):
             run.output_dir = str(out if last else out / f"round{r}")
         folder = Path(run.output_dir)
-        if (reuse or not last) and (folder / "report.json").exists() and (folder / "checkpoint").is_dir():
+        if not last and _finished(folder):
             log.info("%s finished before; reusing it", folder)
             report = json.loads((folder / "report.json").read_text())
         else:
             if st.rounds:
                 log.info("self_train: round %d of %d, in %s", r, st.rounds, run.output_dir)
-            report = train_once(run, echo and last, self_training=history)
+            report = train_round(run, echo and last, history)
         if last:
             return report
-        kept = relabel(run, weak, Path(run.output_dir), st.min_confidence)
+        kept = relabel(gold_stages(run)[0], weak, folder, st)
         history.append({"round": r, "mean": report["mean"], "kept": {t: k for t, (_, k) in kept.items()}})
         log.info(
             "self_train: round %d: mean dev %.4f, test %.4f", r, report["mean"]["dev"], report["mean"]["test"]
@@ -243,13 +237,36 @@ def self_train_rounds(cfg: DictConfig, echo: bool, reuse: bool = False) -> dict[
     raise AssertionError("unreachable")
 
 
+def train_round(cfg: DictConfig, echo: bool, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """One training, or with ``gold.mode=finetune`` its two (``gold_stages``): the weak-label stage in
+    ``<output_dir>/weak_stage`` (reused when it finished before), then the gold rows from its model.
+    ``history``: self-training's earlier rounds, shown in the report."""
+    weak, *final = gold_stages(cfg)
+    if not final:
+        return train_once(weak, echo, self_training=history)
+    folder = Path(weak.output_dir)
+    if _finished(folder):
+        log.info("gold.mode=finetune: the weak-label stage %s finished before; reusing it", folder)
+        first = json.loads((folder / "report.json").read_text())
+    else:
+        log.info("gold.mode=finetune: stage 1 of 2, weak labels, in %s", folder)
+        first = train_once(weak, echo=False)
+    log.info("gold.mode=finetune: stage 2 of 2, the training folds' gold rows, from %s", final[0].init_from)
+    return train_once(final[0], echo, weak_stage=first, self_training=history)
+
+
+def _finished(run: Path) -> bool:
+    return (run / "report.json").exists() and (run / "checkpoint").is_dir()
+
+
 def relabel(
-    cfg: DictConfig, tasks: list[str], run: Path, min_confidence: float
+    cfg: DictConfig, tasks: list[str], run: Path, st: SelfTrainConfig
 ) -> dict[str, tuple[Path, float]]:
     """The trained model of ``run`` relabels every train row of ``tasks``: a row predicted with at least
-    ``min_confidence`` gets that class (one-hot), the others zeros (left out of training). Saved as
-    ``<run>/pseudo_labels/<task>.npy`` (aligned with the train split); returns each file and the share
-    of rows kept."""
+    ``st.min_confidence`` gets that class (one-hot; ``st.soft``: the predicted probabilities), the others
+    zeros (left out of training). Saved as ``<run>/pseudo_labels/<task>.npy`` (aligned with the train
+    split); returns each file and the share of rows kept. Where the train split has labels (gold, in
+    benchmark data), the log gives the kept rows' agreement with them."""
     proc = state()
     configs = run_tasks(cfg)
     out: dict[str, tuple[Path, float]] = {}
@@ -261,15 +278,28 @@ def relabel(
                 labels = np.load(path)
                 out[name] = (path, float(labels.any(1).mean()))
                 continue
-            texts = load_task_splits(configs[name], cfg.cache_dir, cfg.seed)["train"]["text"]
-            p = model.predict(texts, [name])[name].numpy()
-            keep = p.max(1) >= min_confidence
+            train_split = load_task_splits(configs[name], cfg.cache_dir, cfg.seed)["train"]
+            p = model.predict(train_split["text"], [name])[name].numpy()
+            keep = p.max(1) >= st.min_confidence
             labels = np.zeros_like(p)
-            labels[np.flatnonzero(keep), p[keep].argmax(1)] = 1.0
+            if st.soft:
+                labels[keep] = p[keep]
+            else:
+                labels[np.flatnonzero(keep), p[keep].argmax(1)] = 1.0
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, labels)
             out[name] = (path, float(keep.mean()))
-            log.info("self_train: task %s: %.1f%% of %d train rows kept", name, 100 * keep.mean(), len(p))
+            gold = np.asarray(train_split["label"])
+            known = keep & (gold >= 0)
+            agree = (p[known].argmax(1) == gold[known]).mean() if known.any() else math.nan
+            said = f", {100 * agree:.1f}% agree with the train split's labels" if known.any() else ""
+            log.info(
+                "self_train: task %s: %.1f%% of %d train rows kept%s",
+                name,
+                100 * keep.mean(),
+                len(p),
+                said,
+            )
     return out
 
 

@@ -108,6 +108,28 @@ def test_self_training_relabels_the_train_rows_and_is_reproducible(tmp_path: Pat
         train(_cfg(tmp_path, "self_train.rounds=1", "self_train.min_confidence=1.5"), echo=False)
 
 
+def test_self_training_with_finetune_distils_the_gold_tuned_model(tmp_path: Path) -> None:
+    """gold.mode=finetune + self_train: round 0 is both stages; its gold-tuned model's probabilities of
+    youtube's train rows (soft) are what round 1's weak stage learns, then round 1 is tuned on gold."""
+    overrides = ["gold.mode=finetune", "gold.trainer.min_steps=3", "self_train.rounds=1"]
+    overrides += ["self_train.soft=true", "self_train.min_confidence=0"]
+    report = train(_cfg(tmp_path, *overrides), echo=False)
+    run = tmp_path / "run"
+    round0 = json.loads((run / "round0" / "report.json").read_text())
+    assert round0["weak_stage"]["output_dir"] == str(run / "round0" / "weak_stage")  # both stages
+    assert round0["train_labels"] == {"youtube": "gold"} and report["train_labels"] == {"youtube": "gold"}
+    teacher = load_checkpoint(run / "round0" / "checkpoint")[0]  # the gold-tuned model, not the weak stage
+    texts = load_task_splits(run_tasks(_cfg(tmp_path))["youtube"], tmp_path / "cache", 42)["train"]["text"]
+    labels = np.load(run / "round0" / "pseudo_labels" / "youtube.npy")
+    np.testing.assert_allclose(labels, teacher.predict(texts, ["youtube"])["youtube"].numpy(), atol=1e-5)
+    assert not np.isin(labels, [0.0, 1.0]).all()  # probabilities, not one-hot
+    weak = json.loads((run / "weak_stage" / "report.json").read_text())  # round 1's first stage
+    assert weak["train_labels"]["youtube"] == str(run / "round0" / "pseudo_labels" / "youtube.npy")
+    assert weak["sizes"]["youtube"]["train"] == len(texts)  # every row kept at min_confidence 0
+    assert report["self_training"][0]["mean"] == round0["mean"]
+    assert report["self_training"][0]["kept"] == {"youtube": 1.0}
+
+
 def test_jtt_upweights_the_rows_the_first_model_gets_wrong(tmp_path: Path) -> None:
     """youtube on weak labels, sms on gold: the identification run's errors weigh 4x in the second run."""
     report = train(_cfg(tmp_path, "jtt.upweight=4", "jtt.steps=3", "trainer.max_steps=4"), echo=False)
