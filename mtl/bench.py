@@ -248,7 +248,8 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
     """Rows of the results table (setup, budget, task or ``mean``, mean/std/n over seeds, failures);
     writes ``results.md``, ``results.csv`` and ``results.json`` into ``out``. A setup whose runs trained
     on weak labels gets a second row, ``<setup>: label model alone``: the label model's own test metric
-    in those runs (``label_model`` of their reports)."""
+    in those runs (``label_model`` of their reports); one with ``gold.mode=finetune`` a third,
+    ``<setup>: weak-label stage``: its first stage's model, before the gold rows."""
     rows = []
     for name, s in spec.setups.items():
         k = dev_folds(spec, name, size)
@@ -268,6 +269,17 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
                     lambda r, t: r["label_model"][t]["test"],
                 )
                 rows += [r for r in alone if r["n"] or r["task"] == "mean"]
+            if any(c.result.get("weak_stage") for c in mine):  # gold.mode=finetune: before the gold rows
+                stage = _rows(
+                    f"{name}: weak-label stage",
+                    name,
+                    budget,
+                    s.tasks,
+                    mine,
+                    k,
+                    lambda r, t: r["weak_stage"]["test"][f"{t}/test"]["before"],
+                )
+                rows += [r for r in stage if r["n"] or r["task"] == "mean"]
     runs = {c.folder: c for c in cells} | {c.pretrain.folder: c.pretrain for c in cells if c.pretrain}
     seconds = sum(float(c.result.get("wall_seconds", 0.0)) for c in runs.values())
     n_pre = sum(c.setup == "pretrain" for c in runs.values())

@@ -418,7 +418,9 @@ def train_once(
         **gpu_memory(trainer.accelerator.device),
         "sizes": {t: {s: len(d) for s, d in dsd.items()} for t, dsd in data.items()},
         "train_labels": {t: task.config.labels for t, task in tasks.items()},
-        "label_model": label_model_alone(tasks, cfg.cache_dir, cfg.seed),
+        # gold.mode=finetune: the tasks train on gold rows here; their label model is the first stage's
+        "label_model": label_model_alone(tasks, cfg.cache_dir, cfg.seed)
+        or (weak_stage or {}).get("label_model", {}),
         "init": init.as_dict(),
         "old_tasks": old_change,
     }

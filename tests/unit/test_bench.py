@@ -219,7 +219,10 @@ def test_gold_in_training_setups_run_every_fold_with_gold_mode(tmp_path: Path) -
     def runner(ov: list[str]) -> dict[str, Any]:
         fold = int(next(o for o in ov if o.startswith("gold.fold="))[len("gold.fold=") :])
         test = {t: {"metric": 0.6 + 0.1 * fold} for t in ("a", "b")}
-        return {"metrics": {"test": test}, "label_model": {"a": {"dev": 0.5, "test": 0.4 + 0.1 * fold}}}
+        report = {"metrics": {"test": test}, "label_model": {"a": {"dev": 0.5, "test": 0.4 + 0.1 * fold}}}
+        if "gold.mode=finetune" in ov:  # the first stage's test metric, before the gold rows
+            report["weak_stage"] = {"test": {"a/test": {"before": 0.3 + 0.1 * fold, "after": 0.6}}}
+        return report
 
     for cell in cells:
         run_cell(cell, runner, force=False, keep_checkpoint=False)
@@ -228,5 +231,7 @@ def test_gold_in_training_setups_run_every_fold_with_gold_mode(tmp_path: Path) -
     assert by[("mix: label model alone", "a")]["mean"] == pytest.approx(0.45)  # the weak labels alone
     assert ("mix: label model alone", "b") not in by  # no label model for b: no row
     assert "| finetune: label model alone | all | 0.4500 (n=1) |" in (tmp_path / "results.md").read_text()
+    assert by[("finetune: weak-label stage", "a")]["mean"] == pytest.approx(0.35)
+    assert ("mix: weak-label stage", "a") not in by and ("finetune: weak-label stage", "b") not in by
     rows = summarise(spec, cells, tmp_path)
     assert [p.name for p in plots(spec, rows, cells, tmp_path)] == ["setups.png"]  # label-model rows plotted
