@@ -142,7 +142,7 @@ def just_train_twice(cfg: DictConfig, echo: bool) -> dict[str, Any]:
         if jtt.steps:
             first.trainer.max_steps, first.trainer.early_stopping_patience = jtt.steps, 0
     folder = Path(first.output_dir)
-    if (folder / "report.json").exists() and (folder / "checkpoint").is_dir():
+    if _finished(folder):
         log.info("jtt: the identification run %s finished before; reusing it", folder)
         identified = json.loads((folder / "report.json").read_text())
     else:
@@ -291,15 +291,10 @@ def relabel(
             out[name] = (path, float(keep.mean()))
             gold = np.asarray(train_split["label"])
             known = keep & (gold >= 0)
-            agree = (p[known].argmax(1) == gold[known]).mean() if known.any() else math.nan
-            said = f", {100 * agree:.1f}% agree with the train split's labels" if known.any() else ""
-            log.info(
-                "self_train: task %s: %.1f%% of %d train rows kept%s",
-                name,
-                100 * keep.mean(),
-                len(p),
-                said,
-            )
+            agree = (p[known].argmax(1) == gold[known]).mean() if known.any() else None
+            said = "" if agree is None else f", {100 * agree:.1f}% agree with the train split's labels"
+            kept = f"{100 * keep.mean():.1f}% of {len(p)} train rows kept"
+            log.info("self_train: task %s: %s%s", name, kept, said)
     return out
 
 
