@@ -12,8 +12,9 @@ extra overrides (a frozen encoder, weak labels), and label budgets. ``expand`` t
 * a setup with ``dev_folds: K`` is the gold-labels-only baseline of weak supervision: K cells per seed
   (``.../seed<s>/fold<f>``), each training on the dev split's gold rows outside one fold and selecting
   its checkpoint on that fold (``split.dev_folds``); a seed scores the mean of its K models' test
-  metrics. With ``gold: mix`` or ``gold: finetune`` the cells are the weak pipeline with those gold rows
-  in training instead (``gold.mode``, ``mtl.config.GoldConfig``), over the same folds.
+  metrics (``folds_per_seed: n``: n of the K folds per seed, rotating over seeds). With ``gold: mix`` or
+  ``gold: finetune`` the cells are the weak pipeline with those gold rows in training instead
+  (``gold.mode``, ``mtl.config.GoldConfig``), over the same folds.
 
 ``summarise`` writes ``results.md`` and ``results.csv`` (per setup and task: mean, std and n of the
 test metric over seeds, and the mean over the setup's tasks) and ``plots`` draws ``setups.png`` and,
@@ -134,6 +135,19 @@ def dev_folds(spec: BenchSpec, setup: str, size: str) -> int:
     return min(k, spec.quick_dev_folds) if k and size == "quick" else k
 
 
+def seed_folds(spec: BenchSpec, setup: str, size: str, seed: int) -> list[int | None]:
+    """The folds a seed of a setup runs: ``[None]`` when not cross-fitted, all K folds, or with
+    ``folds_per_seed`` n the n folds from ``(i * n) % K`` on, i the seed's position in the size's seeds."""
+    k = dev_folds(spec, setup, size)
+    n = spec.folds_per_seed
+    if not k:
+        return [None]
+    if n is None or n >= k:
+        return list(range(k))
+    i = (spec.seeds if size == "full" else spec.quick_seeds).index(seed)
+    return [(i * n + j) % k for j in range(n)]
+
+
 def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[Cell]:
     """Every cell of the benchmark at ``size``, with its ``mtl-train`` overrides."""
     if size not in ("full", "quick"):
@@ -156,7 +170,7 @@ def expand(spec: BenchSpec, size: str, out: Path, base: Sequence[str]) -> list[C
                 pre = pretrained[key]
             for budget in s.budgets or [None]:
                 for tasks in [[t] for t in s.tasks] if s.single else [list(s.tasks)]:
-                    for fold in range(k) if k else [None]:
+                    for fold in seed_folds(spec, name, size, seed):
                         folder = (
                             out / "cells" / name / ("all" if budget is None else str(budget)) / f"seed{seed}"
                         )
@@ -253,6 +267,7 @@ def summarise(spec: BenchSpec, cells: list[Cell], out: Path, size: str = "full")
     rows = []
     for name, s in spec.setups.items():
         k = dev_folds(spec, name, size)
+        k = min(k, spec.folds_per_seed or k)  # the folds each seed runs
         for budget in s.budgets or [None]:
             mine = [c for c in cells if c.setup == name and c.budget == budget]
             rows += _rows(
@@ -445,6 +460,23 @@ def _cell_text(r: dict[str, Any]) -> str:
     return text + (f", {len(r['failed'])} failed" if r["failed"] else "")
 
 
+def _folds_note(spec: BenchSpec, size: str) -> str:
+    """Which dev folds each seed of the cross-fitted setups ran (``folds_per_seed``)."""
+    crossed = [name for name in spec.setups if dev_folds(spec, name, size)]
+    if not crossed:
+        return f"folds_per_seed={spec.folds_per_seed}: no setup is cross-fitted."
+    seeds = spec.seeds if size == "full" else spec.quick_seeds
+    runs = ", ".join(
+        f"seed {sd}: fold " + " and ".join(str(f) for f in seed_folds(spec, crossed[0], size, sd))
+        for sd in seeds
+    )
+    k = dev_folds(spec, crossed[0], size)
+    return (
+        f"Cross-fitted setups ran {spec.folds_per_seed} of their {k} dev folds per seed ({runs}); a seed "
+        "scores the mean over its folds' models."
+    )
+
+
 def _write_tables(
     spec: BenchSpec, rows: list[dict[str, Any]], out: Path, size: str, compute: str, slices: str = ""
 ) -> None:
@@ -453,6 +485,7 @@ def _write_tables(
         f"# mtl-bench {spec.name} ({size}): test metric, mean ± std over seeds (n = seeds that finished)",
         "",
         *([QUICK_NOTE, ""] if size == "quick" else []),
+        *([_folds_note(spec, size), ""] if spec.folds_per_seed else []),
         "| setup | budget | " + " | ".join(tasks) + " | mean over the setup's tasks |",
         "|---|---|" + "---|" * (len(tasks) + 1),
     ]

@@ -808,6 +808,10 @@ class BenchSpec:
         name: the benchmark's name (its output folder).
         seeds: the seeds of the full size; ``quick_seeds`` those of the quick size.
         quick_dev_folds: at the quick size, setups with ``dev_folds`` run at most this many folds.
+        folds_per_seed: how many of its K folds a cross-fitted setup runs per seed (null: all K). With
+            n, the seed at position i of ``seeds`` runs folds ``(i * n + j) % K``, j < n: three seeds
+            at n = 1 run folds 0, 1 and 2, a fifth of the cost, each model still selecting only on
+            rows it did not train on; a seed scores the mean over its n folds.
         common: ``mtl-train`` overrides of every run; ``full`` and ``quick``: those of one size.
         setups: setup name to setup.
         slice_report: also report the critical slices: per setup, the mean over the slices with at
@@ -821,6 +825,7 @@ class BenchSpec:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     quick_seeds: list[int] = field(default_factory=lambda: [0])
     quick_dev_folds: int = _in("[2, )", 2)
+    folds_per_seed: int | None = _in("[1, )", None)
     common: list[str] = field(default_factory=list)
     full: list[str] = field(default_factory=list)
     quick: list[str] = field(default_factory=list)

@@ -235,3 +235,28 @@ def test_gold_in_training_setups_run_every_fold_with_gold_mode(tmp_path: Path) -
     assert ("mix: weak-label stage", "a") not in by and ("finetune: weak-label stage", "b") not in by
     rows = summarise(spec, cells, tmp_path)
     assert [p.name for p in plots(spec, rows, cells, tmp_path)] == ["setups.png"]  # label-model rows plotted
+
+
+def test_folds_per_seed_rotates_the_folds_over_seeds(tmp_path: Path) -> None:
+    setups = {"gold_dev_only": SetupConfig(tasks=["a"], dev_folds=5), "plain": SetupConfig(tasks=["a"])}
+    spec = BenchSpec(name="r", seeds=[7, 3, 9], folds_per_seed=2, setups=setups)
+    cells = expand(spec, "full", tmp_path, [])
+    crossed = [(c.seed, c.fold) for c in cells if c.setup == "gold_dev_only"]
+    assert crossed == [(7, 0), (7, 1), (3, 2), (3, 3), (9, 4), (9, 0)]
+    assert [(c.seed, c.fold) for c in cells if c.setup == "plain"] == [(7, None), (3, None), (9, None)]
+    assert all("tasks.a.split.dev_folds=5" in c.overrides for c in cells if c.setup == "gold_dev_only")
+
+    def runner(ov: list[str]) -> dict[str, Any]:
+        fold = next((int(o.rpartition("=")[2]) for o in ov if o.startswith("tasks.a.split.dev_fold=")), 0)
+        return {"metrics": {"test": {"a": {"metric": 0.5 + 0.1 * fold}}}}
+
+    for cell in cells:
+        run_cell(cell, runner, force=False, keep_checkpoint=False)
+    rows = summarise(spec, cells, tmp_path)
+    a = next(r for r in rows if r["setup"] == "gold_dev_only" and r["task"] == "a")
+    assert a["n"] == 3 and a["mean"] == pytest.approx((0.55 + 0.75 + 0.7) / 3)  # each seed: its two folds
+    md = (tmp_path / "results.md").read_text()
+    runs = "seed 7: fold 0 and 1, seed 3: fold 2 and 3, seed 9: fold 4 and 0"
+    assert f"ran 2 of their 5 dev folds per seed ({runs})" in md
+    one = BenchSpec(name="r", seeds=[0, 1, 2], folds_per_seed=1, setups=setups)
+    assert [c.fold for c in expand(one, "full", tmp_path, []) if c.setup == "gold_dev_only"] == [0, 1, 2]
