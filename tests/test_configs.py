@@ -244,3 +244,18 @@ def test_eval_composes_a_checkpoints_own_task_without_its_search_path(tmp_path: 
         "sms",
     ]
     assert checkpoint_task_options([f"checkpoint={tmp_path / 'nope'}"]) == []  # mtl-eval names it later
+
+
+def test_bench_tasks_names_the_task_set_of_a_generic_benchmark(tmp_path: Path) -> None:
+    cfg = _compose("benchmark", ["bench=weak_vs_gold", "bench.tasks=[youtube,sms]"])
+    spec = OmegaConf.to_object(cfg.bench)
+    assert isinstance(spec, BenchSpec)
+    assert all(s.tasks == ["youtube", "sms"] for s in spec.setups.values())
+    assert cfg.output_dir == "outputs/bench/weak_vs_gold/youtube+sms/full"
+    assert _compose("benchmark", ["bench=spam"]).output_dir == "outputs/bench/spam/full"
+    cells = expand(spec, "full", tmp_path, [])
+    gold = [c for c in cells if c.setup == "gold_dev_only" and c.seed == 0]
+    assert [c.fold for c in gold] == [0, 1, 2, 3, 4]
+    assert {"tasks.youtube.split.dev_fold=3", "tasks.sms.split.dev_fold=3", "tasks.sms.labels=gold"} <= set(
+        gold[3].overrides
+    )

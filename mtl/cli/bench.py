@@ -81,6 +81,8 @@ Common invocations:
   mtl-bench bench=sentiment size=quick    tiny encoder, a few steps, one seed: checks the pipeline in minutes
   mtl-bench bench=trec 'bench.seeds=[0,1,2,3,4]' force=true   more seeds; rerun finished cells
   mtl-bench bench=spam keep_checkpoints=true                  keep every cell's checkpoint
+  mtl-bench bench=weak_vs_gold 'bench.tasks=[mine]' bench.folds_per_seed=1
+                                          do my task's weak labels beat its dev gold labels alone?
 
 Benchmarks (bench=NAME; conf/bench/NAME.yaml):
 {listing}
