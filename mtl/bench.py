@@ -17,8 +17,8 @@ extra overrides (a frozen encoder, weak labels), and label budgets. ``expand`` t
   (``gold.mode``, ``mtl.config.GoldConfig``), over the same folds.
 
 ``summarise`` writes ``results.md`` and ``results.csv`` (per setup and task: mean, std and n of the
-test metric over seeds, and the mean over the setup's tasks) and ``plots`` draws ``setups.png`` and,
-with budgets, ``budgets.png``.
+test metric over seeds, and the mean over the setup's tasks) and ``plots`` draws ``setups.png``, with
+budgets ``budgets.png`` and with a slice report ``slices.png`` (``slice_picture``).
 """
 
 from __future__ import annotations
@@ -498,7 +498,8 @@ def _write_tables(
     if failures:
         lines += ["", "Failed cells:", *[f"- {s} @ {'all' if b is None else b}, {f}" for s, b, f in failures]]
     if slices:
-        lines += ["", "## Slices", "", slices]
+        picture = "![each setup's test metric per critical slice, mean ± std over seeds](slices.png)"
+        lines += ["", "## Slices", "", slices, "", picture]
     lines += ["", compute]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     with open(out / "results.csv", "w") as f:
@@ -510,8 +511,9 @@ def _write_tables(
 
 
 def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: Path) -> list[Path]:
-    """``setups.png`` (each setup's test metric per task, error bars: std over seeds) and, for setups
-    with budgets, ``budgets.png`` (metric against the number of training rows)."""
+    """``setups.png`` (each setup's test metric per task, error bars: std over seeds), for setups with
+    budgets ``budgets.png`` (metric against the number of training rows) and, with ``slice_report``,
+    ``slices.png`` (``slice_picture``)."""
     written = []
     plain = [
         r for r in rows if r["budget"] is None and not spec.setups[r["of"]].budgets and r["task"] != "mean"
@@ -554,7 +556,52 @@ def plots(spec: BenchSpec, rows: list[dict[str, Any]], cells: list[Cell], out: P
         ax.set_xscale("log")
         ax.set_xlabel("training rows (log scale)")
         written.append(_save(fig, ax, f"mtl-bench {spec.name}: label budget", out / "budgets.png"))
+    if spec.slice_report and (picture := slice_picture(spec, cells, out / "slices.png")):
+        written.append(picture)
     return written
+
+
+def slice_picture(spec: BenchSpec, cells: list[Cell], path: Path) -> Path | None:
+    """``path`` (PNG): per task, the test metric of all rows and of each critical slice (test rows >=
+    ``min_slice_n``), one marker per setup at its mean over seeds with the std over seeds as error bar,
+    so that the slices a setup lifts or leaves behind show at a glance. None when no setup has a
+    critical slice."""
+    per = {name: _slice_scores(spec, cells, name) for name in spec.setups}
+    per = {name: seeds for name, seeds in per.items() if any(s["slices"] for s in seeds.values())}
+    if not per:
+        return None
+    sizes = {k: n for seeds in per.values() for s in seeds.values() for k, n in s["sizes"].items()}
+    pairs = sorted(tuple(k.split("/", 1)) for k in sizes)
+    tasks = list(dict.fromkeys(t for t, _ in pairs))
+    rows = {t: ["(all)", *(sl for u, sl in pairs if u == t)] for t in tasks}
+    heights = [len(r) for r in rows.values()]
+    fig = Figure(figsize=(7.5, 1.0 + 0.3 * sum(heights) * max(1, len(per)) ** 0.5 + 0.6 * len(tasks)))
+    axes = fig.subplots(len(tasks), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    step = 0.7 / len(per)
+    for ax, task in zip(axes, tasks, strict=True):
+        for j, (name, seeds) in enumerate(per.items()):
+            ys, xs, es = [], [], []
+            for i, sl in enumerate(rows[task]):
+                vals = [
+                    s["overall"][task] if sl == "(all)" else s["slices"][f"{task}/{sl}"]
+                    for s in seeds.values()
+                    if (task in s["overall"] if sl == "(all)" else f"{task}/{sl}" in s["slices"])
+                ]
+                if vals:
+                    ys.append(i - 0.35 + step * (j + 0.5))
+                    xs.append(statistics.mean(vals))
+                    es.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            ax.errorbar(xs, ys, xerr=es, fmt="o", markersize=4, capsize=2, label=name)
+        names = [sl if sl == "(all)" else f"{sl} (n={sizes[f'{task}/{sl}']})" for sl in rows[task]]
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(f"{task}: test metric, mean ± std over seeds", fontsize=9)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"mtl-bench {spec.name}: critical slices (test rows >= {spec.min_slice_n})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def _save(fig: Figure, ax: Any, title: str, path: Path) -> Path:

@@ -4,12 +4,13 @@ checked by tests/integration/test_bench.py)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mtl.bench import expand, merge_overrides, plots, run_cell, summarise, validate
+from mtl.bench import expand, merge_overrides, plots, run_cell, slice_picture, summarise, validate
 from mtl.config import BenchSpec, SetupConfig
 from mtl.types import MtlError
 
@@ -168,6 +169,12 @@ def test_task_overrides_and_the_slice_report(tmp_path: Path) -> None:
         "0.4000 ± 0.0000 | +0.1000 |" in md
     )
     assert "| a/big (50) | 0.5100 | 0.6100 |" in md and "small" not in md
+    assert "](slices.png)" in md
+    picture = slice_picture(spec, cells, tmp_path / "slices.png")
+    assert picture is not None and picture.read_bytes()[:4] == b"\x89PNG"
+    none = slice_picture(replace(spec, min_slice_n=100), cells, tmp_path / "none.png")  # no critical slice
+    assert none is None
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_cross_fitted_gold_dev_setup(tmp_path: Path) -> None:
