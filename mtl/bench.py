@@ -598,7 +598,11 @@ def slice_picture(spec: BenchSpec, cells: list[Cell], path: Path) -> Path | None
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(f"{task}: test metric, mean ± std over seeds", fontsize=9)
     axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(f"mtl-bench {spec.name}: critical slices (test rows >= {spec.min_slice_n})", fontsize=10)
+    fig.suptitle(
+        f"mtl-bench {spec.name}: critical slices (test rows >= {spec.min_slice_n})\n"
+        "(a task scored by F1 of class 1 has its slices scored by accuracy)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
