@@ -399,9 +399,8 @@ def slice_report(spec: BenchSpec, cells: list[Cell]) -> str:
     ± std over seeds, and the change against the setup it is compared to (``compare_to``, else the
     first setup): per figure the mean over seeds of the per-seed difference, and how many critical
     slices improved; then each critical slice's test score per setup."""
-    per = {name: _slice_scores(spec, cells, name) for name in spec.setups}
-    per = {name: seeds for name, seeds in per.items() if seeds}
-    if not any(seed["slices"] for seeds in per.values() for seed in seeds.values()):
+    per, sizes = _critical_slices(spec, cells)
+    if not sizes:
         return f"No slice with at least {spec.min_slice_n} test rows."
     first = next(iter(per))
     lines = [
@@ -428,7 +427,6 @@ def slice_report(spec: BenchSpec, cells: list[Cell]) -> str:
                 cols.append(f"{up} of {len(keys)}" if name != base_name else "")
         lines.append(f"| {name} | {base_name if name != base_name else ''} | " + " | ".join(cols) + " |")
     setups = list(per)
-    sizes = {k: n for seeds in per.values() for s in seeds.values() for k, n in s["sizes"].items()}
     grid = ["", "| slice (test rows) | " + " | ".join(setups) + " |", "|---|" + "---|" * len(setups)]
     for key in sorted(sizes):
         row = []
@@ -437,6 +435,17 @@ def slice_report(spec: BenchSpec, cells: list[Cell]) -> str:
             row.append(f"{statistics.mean(vals):.4f}" if vals else "-")
         grid.append(f"| {key} ({sizes[key]}) | " + " | ".join(row) + " |")
     return "\n".join(lines + grid)
+
+
+def _critical_slices(
+    spec: BenchSpec, cells: list[Cell]
+) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, int]]:
+    """Each setup's per-seed slice scores (setups with a finished cell) and every critical slice's test
+    rows, keyed ``task/slice`` (empty: no critical slice)."""
+    per = {name: _slice_scores(spec, cells, name) for name in spec.setups}
+    per = {name: seeds for name, seeds in per.items() if seeds}
+    sizes = {k: n for seeds in per.values() for s in seeds.values() for k, n in s["sizes"].items()}
+    return per, sizes
 
 
 def _slice_mean(seeds: dict[int, dict[str, Any]], key: str) -> float:
@@ -566,11 +575,9 @@ def slice_picture(spec: BenchSpec, cells: list[Cell], path: Path) -> Path | None
     ``min_slice_n``), one marker per setup at its mean over seeds with the std over seeds as error bar,
     so that the slices a setup lifts or leaves behind show at a glance. None when no setup has a
     critical slice."""
-    per = {name: _slice_scores(spec, cells, name) for name in spec.setups}
-    per = {name: seeds for name, seeds in per.items() if any(s["slices"] for s in seeds.values())}
-    if not per:
+    per, sizes = _critical_slices(spec, cells)
+    if not sizes:
         return None
-    sizes = {k: n for seeds in per.values() for s in seeds.values() for k, n in s["sizes"].items()}
     pairs = sorted(tuple(k.split("/", 1)) for k in sizes)
     tasks = list(dict.fromkeys(t for t, _ in pairs))
     rows = {t: ["(all)", *(sl for u, sl in pairs if u == t)] for t in tasks}
