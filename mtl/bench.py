@@ -40,7 +40,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from mtl.config import BenchSpec
+from mtl.config import BenchSpec, SliceMetric
 from mtl.types import MtlError
 
 log = logging.getLogger("mtl.bench")
@@ -358,24 +358,28 @@ def _rows(
     return rows
 
 
-def _slice_score(task_metrics: dict[str, Any], sm: dict[str, Any]) -> float:
-    """A slice's score: the task's metric, or accuracy where the task's metric is F1 of class 1."""
-    return float(sm["accuracy"] if task_metrics["metric_name"] == "f1" else sm["metric"])
+def _slice_score(spec: BenchSpec, task_metrics: dict[str, Any], sm: dict[str, Any]) -> float:
+    """A slice's score: accuracy with ``slice_metric=accuracy`` or where the task's metric is F1 of
+    class 1, else the task's metric."""
+    by_accuracy = spec.slice_metric == SliceMetric.accuracy or task_metrics["metric_name"] == "f1"
+    return float(sm["accuracy"] if by_accuracy else sm["metric"])
 
 
 def _slice_scores(spec: BenchSpec, cells: list[Cell], setup: str) -> dict[int, dict[str, Any]]:
-    """Per seed of a setup (all rows, no budgets): the overall test metric per task and the score of
-    each critical slice (test rows >= ``min_slice_n``), keyed ``task/slice``, with its size."""
+    """Per seed of a setup (all rows, no budgets): the overall test score per task and the score of
+    each critical slice (test rows >= ``min_slice_n``), keyed ``task/slice``, with its size; scored as
+    ``slice_metric`` says."""
     out: dict[int, dict[str, Any]] = {}
+    overall = "accuracy" if spec.slice_metric == SliceMetric.accuracy else "metric"
     for c in cells:
         if c.setup != setup or c.budget is not None or c.result.get("status") != "ok":
             continue
         seed = out.setdefault(c.seed, {"overall": {}, "slices": {}, "sizes": {}})
         for task, m in c.result["metrics"]["test"].items():
-            seed["overall"][task] = float(m["metric"])
+            seed["overall"][task] = float(m[overall])
             for sl, sm in m.get("slices", {}).items():
                 if sm["n"] >= spec.min_slice_n:
-                    seed["slices"][f"{task}/{sl}"] = _slice_score(m, sm)
+                    seed["slices"][f"{task}/{sl}"] = _slice_score(spec, m, sm)
                     seed["sizes"][f"{task}/{sl}"] = int(sm["n"])
     return out
 
@@ -404,8 +408,8 @@ def slice_report(spec: BenchSpec, cells: list[Cell]) -> str:
         return f"No slice with at least {spec.min_slice_n} test rows."
     first = next(iter(per))
     lines = [
-        f"Critical slices: test rows >= {spec.min_slice_n}; a slice of a task scored by F1 of class 1 is "
-        "scored by accuracy. Mean ± std over seeds; changes (Δ) against the setup in `vs`, seed by seed.",
+        f"Critical slices: test rows >= {spec.min_slice_n}; {_scored_by(spec)}. Mean ± std over seeds; "
+        "changes (Δ) against the setup in `vs`, seed by seed.",
         "",
         "| setup | vs | overall | Δ overall | critical slices: mean | Δ | improved | worst per task | Δ |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -446,6 +450,13 @@ def _critical_slices(
     per = {name: seeds for name, seeds in per.items() if seeds}
     sizes = {k: n for seeds in per.values() for s in seeds.values() for k, n in s["sizes"].items()}
     return per, sizes
+
+
+def _scored_by(spec: BenchSpec) -> str:
+    """How the slice report scores (``slice_metric``), in words."""
+    if spec.slice_metric == SliceMetric.accuracy:
+        return "all rows and every slice scored by accuracy (`bench.slice_metric=accuracy`)"
+    return "each task's metric; a slice of a task scored by F1 of class 1 is scored by accuracy"
 
 
 def _slice_mean(seeds: dict[int, dict[str, Any]], key: str) -> float:
@@ -603,11 +614,11 @@ def slice_picture(spec: BenchSpec, cells: list[Cell], path: Path) -> Path | None
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.grid(axis="x", alpha=0.3)
-        ax.set_title(f"{task}: test metric, mean ± std over seeds", fontsize=9)
+        score = "accuracy" if spec.slice_metric == SliceMetric.accuracy else "metric"
+        ax.set_title(f"{task}: test {score}, mean ± std over seeds", fontsize=9)
     axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(
-        f"mtl-bench {spec.name}: critical slices (test rows >= {spec.min_slice_n})\n"
-        "(a task scored by F1 of class 1 has its slices scored by accuracy)",
+        f"mtl-bench {spec.name}: critical slices (test rows >= {spec.min_slice_n})\n({_scored_by(spec)})",
         fontsize=9,
     )
     fig.tight_layout()

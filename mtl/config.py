@@ -142,6 +142,16 @@ class GoldMode(StrEnum):
     finetune = "finetune"
 
 
+class SliceMetric(StrEnum):
+    """``bench.slice_metric``: how the slice report scores slices and all rows: each task's own metric
+    (``task``; tasks scored by F1 of class 1 score their slices by accuracy) or ``accuracy`` for every
+    task. Macro-F1 on a slice whose classes are skewed is low even where the model is right on most of
+    its rows; accuracy tells those slices apart from the ones where the model errs more."""
+
+    task = "task"
+    accuracy = "accuracy"
+
+
 class Backend(StrEnum):
     """Where LFs/SFs are applied (``weak.backend``) and ``mtl-predict`` runs (``backend``): in this process
     (``datasets``, with ``weak.num_proc`` processes; ``local`` for mtl-predict) or on a Ray cluster."""
@@ -827,6 +837,9 @@ class BenchSpec:
             scored by F1 of class 1 compare their slices on accuracy: a slice without positives has F1
             0 whatever the model does).
         min_slice_n: the test rows a slice needs to count as critical in the slice report.
+        slice_metric: ``task`` or ``accuracy`` (``SliceMetric``): the score of the slice report and
+            picture, for all rows and for each slice. Only the report changes: rerunning a finished
+            benchmark with another ``bench.slice_metric`` reuses its cells.
     """
 
     name: str = MISSING
@@ -841,6 +854,7 @@ class BenchSpec:
     setups: dict[str, SetupConfig] = field(default_factory=dict)
     slice_report: bool = False
     min_slice_n: int = _in("[1, )", 20)
+    slice_metric: SliceMetric = SliceMetric.task
 
 
 @dataclass

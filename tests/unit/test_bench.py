@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mtl.bench import expand, merge_overrides, plots, run_cell, slice_picture, summarise, validate
-from mtl.config import BenchSpec, SetupConfig
+from mtl.config import BenchSpec, SetupConfig, SliceMetric
 from mtl.types import MtlError
 
 SPEC = BenchSpec(
@@ -152,12 +152,13 @@ def test_task_overrides_and_the_slice_report(tmp_path: Path) -> None:
         up = 0.1 if "tasks.a.head.type=x" in ov else 0.0
         seed = int(next(o for o in ov if o.startswith("seed="))[5:])
         slices = {
-            "big": {"n": 50, "metric": 0.5 + up + 0.02 * seed, "accuracy": 0.0},
+            "big": {"n": 50, "metric": 0.5 + up + 0.02 * seed, "accuracy": 0.8 + 0.02 * seed},
             "small": {"n": 10, "metric": 0.1, "accuracy": 0.0},  # under min_slice_n: not critical
-            "hard": {"n": 30, "metric": 0.3 + up, "accuracy": 0.0},
+            "hard": {"n": 30, "metric": 0.3 + up, "accuracy": 0.6 + up},
         }
         overall = 0.7 - up / 10  # the slice method costs a point overall
-        return {"metrics": {"test": {"a": {"metric": overall, "metric_name": "accuracy", "slices": slices}}}}
+        a = {"metric": overall, "accuracy": 0.85, "metric_name": "macro_f1", "slices": slices}
+        return {"metrics": {"test": {"a": a}}}
 
     for cell in cells:
         run_cell(cell, runner, force=False, keep_checkpoint=False)
@@ -175,6 +176,16 @@ def test_task_overrides_and_the_slice_report(tmp_path: Path) -> None:
     none = slice_picture(replace(spec, min_slice_n=100), cells, tmp_path / "none.png")  # no critical slice
     assert none is None
     assert not (tmp_path / "none.png").exists()
+    # the same cells scored by accuracy, all rows included: only the report changes
+    summarise(replace(spec, slice_metric=SliceMetric.accuracy), cells, tmp_path)
+    md = (tmp_path / "results.md").read_text().split("## Slices", 1)[1]
+    assert "scored by accuracy (`bench.slice_metric=accuracy`)" in md
+    assert "| plain |  | 0.8500 ± 0.0000 |  | 0.7050 ± 0.0071 |  |  | 0.6000 ± 0.0000 |  |" in md
+    assert (
+        "| aware | plain | 0.8500 ± 0.0000 | +0.0000 | 0.7550 ± 0.0071 | +0.0500 | 1 of 2 | "
+        "0.7000 ± 0.0000 | +0.1000 |" in md
+    )
+    assert "| a/big (50) | 0.8100 | 0.8100 |" in md
 
 
 def test_cross_fitted_gold_dev_setup(tmp_path: Path) -> None:
