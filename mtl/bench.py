@@ -518,7 +518,7 @@ def _write_tables(
     if failures:
         lines += ["", "Failed cells:", *[f"- {s} @ {'all' if b is None else b}, {f}" for s, b, f in failures]]
     if slices:
-        picture = "![each setup's test metric per critical slice, mean ± std over seeds](slices.png)"
+        picture = "![each setup's test score per critical slice, mean ± std over seeds](slices.png)"
         lines += ["", "## Slices", "", slices, "", picture]
     lines += ["", compute]
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -593,7 +593,8 @@ def slice_picture(spec: BenchSpec, cells: list[Cell], path: Path) -> Path | None
     tasks = list(dict.fromkeys(t for t, _ in pairs))
     rows = {t: ["(all)", *(sl for u, sl in pairs if u == t)] for t in tasks}
     heights = [len(r) for r in rows.values()]
-    fig = Figure(figsize=(7.5, 1.0 + 0.3 * sum(heights) * max(1, len(per)) ** 0.5 + 0.6 * len(tasks)))
+    height = 1.0 + 0.3 * sum(heights) * max(1, len(per)) ** 0.5 + 0.6 * len(tasks)
+    fig = Figure(figsize=(7.5, height), layout="constrained")  # room for the title and the legend
     axes = fig.subplots(len(tasks), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     step = 0.7 / len(per)
     for ax, task in zip(axes, tasks, strict=True):
@@ -621,7 +622,6 @@ def slice_picture(spec: BenchSpec, cells: list[Cell], path: Path) -> Path | None
         f"mtl-bench {spec.name}: critical slices (test rows >= {spec.min_slice_n})\n({_scored_by(spec)})",
         fontsize=9,
     )
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
 
