@@ -32,8 +32,9 @@ def run(overrides: list[str]) -> Path:
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         try:
             cfg = compose("benchmark", overrides=overrides)
-        except HydraException as e:  # an unknown benchmark (bench=nosuch), a mistyped key
-            raise MtlError(f"mtl-bench {' '.join(overrides)}: {e}") from e
+        except HydraException as e:  # an unknown benchmark (bench=nosuch), a mistyped key, a bad value
+            why = f": {str(e.__cause__).splitlines()[0]}" if e.__cause__ else ""  # "Invalid value 'x', ..."
+            raise MtlError(f"mtl-bench {' '.join(overrides)}: {e}{why}") from e
         check_config(cfg)
         spec: BenchSpec = OmegaConf.to_object(cfg.bench)  # type: ignore[assignment]
         validate(spec, shipped_tasks())

@@ -278,3 +278,18 @@ def test_folds_per_seed_rotates_the_folds_over_seeds(tmp_path: Path) -> None:
     assert f"ran 2 of their 5 dev folds per seed ({runs})" in md
     one = BenchSpec(name="r", seeds=[0, 1, 2], folds_per_seed=1, setups=setups)
     assert [c.fold for c in expand(one, "full", tmp_path, []) if c.setup == "gold_dev_only"] == [0, 1, 2]
+
+
+def test_a_bad_value_on_the_command_line_says_what_is_allowed(capsys: pytest.CaptureFixture[str]) -> None:
+    from mtl.cli.bench import run
+
+    for overrides, why in (
+        (["bench.slice_metric=f1"], "Invalid value 'f1', expected one of [task, accuracy]"),
+        (["size=big"], "Invalid value 'big', expected one of [full, quick]"),
+        (["bench.nokey=1"], "Key 'nokey' not in 'BenchSpec'"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            run(["bench=slices_sentiment", *overrides])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: mtl-bench bench=slices_sentiment {overrides[0]}: ") and why in err
