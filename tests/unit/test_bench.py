@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mtl.bench import expand, merge_overrides, plots, run_cell, slice_picture, summarise, validate
+from mtl.cli.bench import run as bench_cli
 from mtl.config import BenchSpec, SetupConfig, SliceMetric
 from mtl.types import MtlError
 
@@ -281,15 +282,13 @@ def test_folds_per_seed_rotates_the_folds_over_seeds(tmp_path: Path) -> None:
 
 
 def test_a_bad_value_on_the_command_line_says_what_is_allowed(capsys: pytest.CaptureFixture[str]) -> None:
-    from mtl.cli.bench import run
-
     for overrides, why in (
         (["bench.slice_metric=f1"], "Invalid value 'f1', expected one of [task, accuracy]"),
         (["size=big"], "Invalid value 'big', expected one of [full, quick]"),
         (["bench.nokey=1"], "Key 'nokey' not in 'BenchSpec'"),
     ):
         with pytest.raises(SystemExit) as exit_:
-            run(["bench=slices_sentiment", *overrides])
+            bench_cli(["bench=slices_sentiment", *overrides])
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: mtl-bench bench=slices_sentiment {overrides[0]}: ") and why in err
